@@ -1,0 +1,355 @@
+//! Configuration from environment variables.
+//!
+//! Every variable has a default for local use. Values are validated when a process starts; a
+//! bad value stops it with a [`ConfigError`] that names the variable. `docs/configuration.md`
+//! lists every variable; [`describe`] renders the same table for `--help`.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine;
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// The value it had (secrets are not echoed).
+    pub value: String,
+    /// What was expected.
+    pub reason: String,
+}
+
+/// Where variables are read from: the process environment, or a map in tests.
+pub trait Source {
+    /// The raw value of `name`, if set (an empty string counts as unset).
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Env;
+
+impl Source for Env {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Source for std::collections::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned().filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Reads a variable with `FromStr`, falling back to `default` when unset.
+pub fn parse_or<T: FromStr>(src: &dyn Source, var: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match src.get(var) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse::<T>().map_err(|e| ConfigError {
+            var,
+            value: raw.clone(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Reads an optional variable with `FromStr`.
+pub fn parse_opt<T: FromStr>(src: &dyn Source, var: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match src.get(var) {
+        None => Ok(None),
+        Some(raw) => raw.trim().parse::<T>().map(Some).map_err(|e| ConfigError {
+            var,
+            value: raw.clone(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Reads a string, falling back to `default`.
+pub fn string_or(src: &dyn Source, var: &'static str, default: &str) -> String {
+    src.get(var).unwrap_or_else(|| default.to_string())
+}
+
+/// Reads a boolean (`true/false/1/0/yes/no/on/off`).
+pub fn bool_or(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match src.get(var) {
+        None => Ok(default),
+        Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError { var, value: raw, reason: "expected true or false".into() }),
+        },
+    }
+}
+
+/// Reads a positive number, falling back to `default`.
+pub fn positive_or<T>(src: &dyn Source, var: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Default + Copy,
+    T::Err: std::fmt::Display,
+{
+    let v = parse_or(src, var, default)?;
+    if v <= T::default() {
+        return Err(ConfigError {
+            var,
+            value: src.get(var).unwrap_or_default(),
+            reason: "must be greater than zero".into(),
+        });
+    }
+    Ok(v)
+}
+
+/// Reads a duration given in (possibly fractional) seconds.
+pub fn secs_or(src: &dyn Source, var: &'static str, default: f64) -> Result<Duration, ConfigError> {
+    let v: f64 = parse_or(src, var, default)?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(ConfigError {
+            var,
+            value: v.to_string(),
+            reason: "expected a non-negative number of seconds".into(),
+        });
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Reads a comma-separated list.
+pub fn list(src: &dyn Source, var: &'static str) -> Vec<String> {
+    src.get(var)
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Reads a URL (must parse and be http(s)/amqp/postgres as given in `schemes`).
+pub fn url_or(
+    src: &dyn Source,
+    var: &'static str,
+    default: &str,
+    schemes: &[&str],
+) -> Result<String, ConfigError> {
+    let raw = string_or(src, var, default);
+    let parsed = url::Url::parse(&raw).map_err(|e| ConfigError {
+        var,
+        value: redact_url(&raw),
+        reason: format!("not a URL: {e}"),
+    })?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(ConfigError {
+            var,
+            value: redact_url(&raw),
+            reason: format!("scheme must be one of {}", schemes.join(", ")),
+        });
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// A URL with its password replaced, for error messages and logs.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+/// Settings every binary shares.
+#[derive(Clone)]
+pub struct CommonConfig {
+    /// `DATABASE_URL`
+    pub database_url: String,
+    /// `DATABASE_POOL_SIZE`
+    pub database_pool_size: usize,
+    /// `AMQP_URL`
+    pub amqp_url: String,
+    /// `QUEUE_PREFIX`: names of exchanges and queues start with it.
+    pub queue_prefix: String,
+    /// `ENCRYPTION_KEY`: 32 bytes, base64; encrypts Close API keys at rest.
+    pub encryption_key: [u8; 32],
+    /// `ENCRYPTION_KEY_PREVIOUS`: the key before a rotation, still accepted for reading.
+    pub encryption_key_previous: Option<[u8; 32]>,
+    /// `CLOSE_API_URL`
+    pub close_api_url: String,
+    /// `CLOSE_RATE_LIMIT_RPS`: requests per second per Close API key, per process.
+    pub close_rate_limit_rps: f64,
+    /// `CLOSE_TIMEOUT_SECS`
+    pub close_timeout: Duration,
+    /// `HULL_PROTOCOL`: `https` (production) or `http` (the simulator).
+    pub hull_protocol: String,
+    /// `HULL_FIREHOSE_URL`: overrides the firehose URL derived from the organization.
+    pub hull_firehose_url: Option<String>,
+    /// `LOG_FORMAT`: `json` or `pretty`.
+    pub log_format: String,
+}
+
+impl std::fmt::Debug for CommonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommonConfig")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_pool_size", &self.database_pool_size)
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("queue_prefix", &self.queue_prefix)
+            .field("encryption_key", &"***")
+            .field("close_api_url", &self.close_api_url)
+            .field("close_rate_limit_rps", &self.close_rate_limit_rps)
+            .field("hull_protocol", &self.hull_protocol)
+            .field("hull_firehose_url", &self.hull_firehose_url)
+            .finish()
+    }
+}
+
+/// The development key used when `ENCRYPTION_KEY` is unset. Never use it in production:
+/// processes log a warning when they run with it.
+pub const DEV_ENCRYPTION_KEY: &str = "ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE=";
+
+fn parse_key(src: &dyn Source, var: &'static str, default: Option<&str>) -> Result<Option<[u8; 32]>, ConfigError> {
+    let Some(raw) = src.get(var).or(default.map(str::to_string)) else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .map_err(|e| ConfigError { var, value: "***".into(), reason: format!("not base64: {e}") })?;
+    let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| ConfigError {
+        var,
+        value: "***".into(),
+        reason: format!("must decode to 32 bytes, got {}", b.len()),
+    })?;
+    Ok(Some(key))
+}
+
+impl CommonConfig {
+    /// Reads and validates the shared variables.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let log_format = string_or(src, "LOG_FORMAT", "pretty");
+        if !matches!(log_format.as_str(), "json" | "pretty") {
+            return Err(ConfigError { var: "LOG_FORMAT", value: log_format, reason: "expected json or pretty".into() });
+        }
+        let hull_protocol = string_or(src, "HULL_PROTOCOL", "https");
+        if !matches!(hull_protocol.as_str(), "http" | "https") {
+            return Err(ConfigError { var: "HULL_PROTOCOL", value: hull_protocol, reason: "expected http or https".into() });
+        }
+        let queue_prefix = string_or(src, "QUEUE_PREFIX", "closeio");
+        if !queue_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(ConfigError {
+                var: "QUEUE_PREFIX",
+                value: queue_prefix,
+                reason: "only letters, digits, '-', '_' and '.' are allowed".into(),
+            });
+        }
+        let hull_firehose_url = match src.get("HULL_FIREHOSE_URL") {
+            None => None,
+            Some(_) => Some(url_or(src, "HULL_FIREHOSE_URL", "", &["http", "https"])?),
+        };
+        Ok(CommonConfig {
+            database_url: url_or(
+                src,
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/closeio_sync",
+                &["postgres", "postgresql"],
+            )?,
+            database_pool_size: positive_or(src, "DATABASE_POOL_SIZE", 16usize)?,
+            amqp_url: url_or(src, "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", &["amqp", "amqps"])?,
+            queue_prefix,
+            encryption_key: parse_key(src, "ENCRYPTION_KEY", Some(DEV_ENCRYPTION_KEY))?
+                .unwrap_or([0u8; 32]),
+            encryption_key_previous: parse_key(src, "ENCRYPTION_KEY_PREVIOUS", None)?,
+            close_api_url: url_or(src, "CLOSE_API_URL", "https://api.close.com/api/v1", &["http", "https"])?,
+            close_rate_limit_rps: positive_or(src, "CLOSE_RATE_LIMIT_RPS", 10.0f64)?,
+            close_timeout: secs_or(src, "CLOSE_TIMEOUT_SECS", 30.0)?,
+            hull_protocol,
+            hull_firehose_url,
+            log_format,
+        })
+    }
+
+    /// Whether the development encryption key is in use.
+    pub fn uses_dev_key(&self, src: &dyn Source) -> bool {
+        src.get("ENCRYPTION_KEY").is_none()
+    }
+}
+
+/// The shared variables, for `--help` output: (name, default, meaning).
+pub const COMMON_VARS: &[(&str, &str, &str)] = &[
+    ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/closeio_sync", "Postgres connection URL"),
+    ("DATABASE_POOL_SIZE", "16", "connections in the pool"),
+    ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ URL"),
+    ("QUEUE_PREFIX", "closeio", "prefix of exchange and queue names"),
+    ("ENCRYPTION_KEY", "(development key)", "base64 of 32 bytes; encrypts Close API keys at rest"),
+    ("ENCRYPTION_KEY_PREVIOUS", "(none)", "previous key, still accepted for decryption during a rotation"),
+    ("CLOSE_API_URL", "https://api.close.com/api/v1", "Close API base URL"),
+    ("CLOSE_RATE_LIMIT_RPS", "10", "Close requests per second per API key in this process"),
+    ("CLOSE_TIMEOUT_SECS", "30", "timeout of one Close request"),
+    ("HULL_PROTOCOL", "https", "protocol of the Hull organization's REST API"),
+    ("HULL_FIREHOSE_URL", "(derived)", "firehose URL override"),
+    ("LOG_FORMAT", "pretty", "json or pretty"),
+    ("RUST_LOG", "info", "log filter"),
+];
+
+/// Renders variables as an aligned table for `--help`.
+pub fn describe(vars: &[(&str, &str, &str)]) -> String {
+    let mut out = String::from("Environment variables:\n");
+    for (name, default, meaning) in vars {
+        out.push_str(&format!("  {name:<28} {meaning} [default: {default}]\n"));
+    }
+    out
+}
+
+/// Parses a listen address variable.
+pub fn addr_or(src: &dyn Source, var: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
+    let raw = string_or(src, var, default);
+    raw.parse::<SocketAddr>().map_err(|e| ConfigError { var, value: raw.clone(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn src(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = CommonConfig::from_source(&src(&[])).unwrap();
+        assert_eq!(c.queue_prefix, "closeio");
+        assert_eq!(c.close_rate_limit_rps, 10.0);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases = [
+            ("DATABASE_POOL_SIZE", "zero"),
+            ("DATABASE_POOL_SIZE", "0"),
+            ("AMQP_URL", "http://x"),
+            ("DATABASE_URL", "not a url"),
+            ("CLOSE_RATE_LIMIT_RPS", "-1"),
+            ("ENCRYPTION_KEY", "c2hvcnQ="),
+            ("LOG_FORMAT", "xml"),
+            ("QUEUE_PREFIX", "a b"),
+            ("CLOSE_TIMEOUT_SECS", "NaN"),
+        ];
+        for (var, value) in cases {
+            let err = CommonConfig::from_source(&src(&[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}");
+            assert!(err.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_echoed() {
+        let err = CommonConfig::from_source(&src(&[("ENCRYPTION_KEY", "%%%")])).unwrap_err();
+        assert!(!err.to_string().contains("%%%"));
+        let c = CommonConfig::from_source(&src(&[("AMQP_URL", "amqp://u:topsecret@h:5672/%2f")])).unwrap();
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}

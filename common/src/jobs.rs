@@ -1,0 +1,165 @@
+//! The jobs that travel over RabbitMQ between ingest, the scheduler and the workers.
+//!
+//! A job is wrapped in an [`Envelope`] (id, connector, attempt, creation time). The payload of
+//! an outgoing job is the Hull message as received, validated by ingest, so a worker can apply
+//! the connector's *current* settings and mapping when it runs.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Which queue a job goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    /// Hull → Close writes.
+    Outgoing,
+    /// Close → Hull reads (fetch pages, lead refreshes).
+    Incoming,
+}
+
+impl QueueKind {
+    /// Every queue kind.
+    pub const ALL: [QueueKind; 2] = [QueueKind::Outgoing, QueueKind::Incoming];
+
+    /// The routing key and queue name suffix.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            QueueKind::Outgoing => "outgoing",
+            QueueKind::Incoming => "incoming",
+        }
+    }
+}
+
+/// A Hull entity kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    /// A Hull account (a Close lead).
+    Account,
+    /// A Hull user (a Close contact).
+    User,
+}
+
+impl EntityKind {
+    /// `account` or `user`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EntityKind::Account => "account",
+            EntityKind::User => "user",
+        }
+    }
+}
+
+/// One Hull `account:update` or `user:update` message to push to Close.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutgoingMessage {
+    /// The Hull notification (or batch) it came from, for logs.
+    pub notification_id: String,
+    /// Exports bypass the segment filters.
+    #[serde(default)]
+    pub is_export: bool,
+    /// The message exactly as Hull sent it (`account`, `user`, `segments`, `account_segments`,
+    /// `changes`, `message_id`).
+    pub message: Value,
+}
+
+/// What a worker has to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Job {
+    /// Push a Hull account to Close as a lead.
+    OutgoingAccount(OutgoingMessage),
+    /// Push a Hull user to Close as a contact.
+    OutgoingUser(OutgoingMessage),
+}
+
+impl Job {
+    /// The queue this job belongs to.
+    pub fn queue(&self) -> QueueKind {
+        match self {
+            Job::OutgoingAccount(_) | Job::OutgoingUser(_) => QueueKind::Outgoing,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Job::OutgoingAccount(_) => "outgoing_account",
+            Job::OutgoingUser(_) => "outgoing_user",
+        }
+    }
+
+    /// The Hull entity the job is about (`account:<id>` or `user:<id>`), when there is one.
+    pub fn entity_key(&self) -> Option<String> {
+        match self {
+            Job::OutgoingAccount(m) => m.message.pointer("/account/id").and_then(Value::as_str).map(|id| format!("account:{id}")),
+            Job::OutgoingUser(m) => m.message.pointer("/user/id").and_then(Value::as_str).map(|id| format!("user:{id}")),
+        }
+    }
+}
+
+/// A job with its bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique id; stays the same across retries and replays.
+    pub id: Uuid,
+    /// The Hull connector id the job runs for.
+    pub connector_id: String,
+    /// How many times it has been attempted before (0 for a new job).
+    #[serde(default)]
+    pub attempt: u32,
+    /// When it was first created.
+    pub created_at: DateTime<Utc>,
+    /// The work.
+    pub job: Job,
+}
+
+impl Envelope {
+    /// A new envelope for `job`.
+    pub fn new(connector_id: impl Into<String>, job: Job) -> Self {
+        Envelope { id: Uuid::new_v4(), connector_id: connector_id.into(), attempt: 0, created_at: Utc::now(), job }
+    }
+
+    /// Serialises to the wire form (JSON).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising a tree of owned JSON values cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses the wire form.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wire_form_round_trips() {
+        let env = Envelope::new(
+            "c1",
+            Job::OutgoingAccount(OutgoingMessage {
+                notification_id: "n1".into(),
+                is_export: false,
+                message: json!({"account": {"id": "a1", "domain": "acme.com"}}),
+            }),
+        );
+        let back = Envelope::from_bytes(&env.to_bytes()).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.job.entity_key().as_deref(), Some("account:a1"));
+        assert_eq!(back.job.queue(), QueueKind::Outgoing);
+        let v: Value = serde_json::from_slice(&env.to_bytes()).unwrap();
+        assert_eq!(v["job"]["type"], "outgoing_account");
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(Envelope::from_bytes(b"{").is_err());
+        assert!(Envelope::from_bytes(br#"{"id":"x"}"#).is_err());
+    }
+}

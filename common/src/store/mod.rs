@@ -1,0 +1,623 @@
+//! The Postgres store: connectors (settings, encrypted secrets, cached Close metadata), sync
+//! state per entity, retries and dead letters.
+//!
+//! Migrations live in `common/migrations/` and run from one place, `closeio-ctl migrate`
+//! (or [`migrate`] in tests), never from every replica at boot.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+use crate::crypto::{fingerprint, CryptoError, SecretBox};
+use crate::error::{Classify, ErrorClass};
+use crate::jobs::{EntityKind, Envelope};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Postgres answered with an error or the connection failed.
+    #[error("Postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// No connection could be taken from the pool.
+    #[error("Postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The configuration of the pool is wrong.
+    #[error("Postgres configuration: {0}")]
+    Config(String),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// A stored secret cannot be decrypted.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl Classify for StoreError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Crypto(_) | StoreError::Config(_) => ErrorClass::Configuration,
+            _ => ErrorClass::Retryable { after: None },
+        }
+    }
+}
+
+/// Applies every pending migration. Returns the versions applied.
+pub async fn migrate(database_url: &str) -> Result<Vec<String>, StoreError> {
+    let (mut client, conn) = tokio_postgres::connect(database_url, NoTls).await?;
+    let handle = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    drop(client);
+    let _ = handle.await;
+    Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+}
+
+/// A connector as stored, with its secrets decrypted.
+#[derive(Clone)]
+pub struct Connector {
+    /// Hull connector id.
+    pub id: String,
+    /// Hull organization host.
+    pub organization: String,
+    /// Hull connector secret.
+    pub secret: String,
+    /// Private settings without `api_key`.
+    pub private_settings: Value,
+    /// The Close API key, if set.
+    pub api_key: Option<String>,
+    /// Result of the last status check: ok, warning, error, setupRequired or unknown.
+    pub status: String,
+    /// Messages of the last status check.
+    pub status_messages: Vec<String>,
+    /// Why the connector's jobs are parked (a configuration error), if they are.
+    pub parked_reason: Option<String>,
+    /// Cached Close metadata (statuses, custom fields).
+    pub metadata: Option<Value>,
+    /// When the metadata was fetched.
+    pub metadata_fetched_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("id", &self.id)
+            .field("organization", &self.organization)
+            .field("api_key", &self.api_key.as_deref().map(fingerprint))
+            .field("status", &self.status)
+            .field("parked_reason", &self.parked_reason)
+            .finish()
+    }
+}
+
+impl Connector {
+    /// The private settings as Hull holds them (with `api_key`), for the mapping's parser.
+    pub fn settings_with_key(&self) -> Value {
+        let mut v = self.private_settings.clone();
+        if let (Some(obj), Some(key)) = (v.as_object_mut(), &self.api_key) {
+            obj.insert("api_key".into(), Value::String(key.clone()));
+        }
+        v
+    }
+}
+
+/// What [`Store::upsert_connector`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpsertOutcome {
+    /// The connector was new.
+    pub created: bool,
+    /// The API key differs from the stored one (or appeared).
+    pub api_key_changed: bool,
+    /// The private settings differ from the stored ones.
+    pub settings_changed: bool,
+}
+
+/// The sync state of one entity.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct SyncState {
+    /// Close lead or contact id.
+    pub close_id: Option<String>,
+    /// For users: the lead the contact lives under.
+    pub lead_id: Option<String>,
+    /// Hash of the last body written to Close.
+    pub body_hash: Option<String>,
+    /// Consecutive failures.
+    pub failures: i32,
+}
+
+/// A connector row for listings (no secrets).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorSummary {
+    /// Hull connector id.
+    pub id: String,
+    /// Hull organization.
+    pub organization: String,
+    /// Last status.
+    pub status: String,
+    /// Status messages.
+    pub status_messages: Vec<String>,
+    /// Parked reason.
+    pub parked_reason: Option<String>,
+    /// Entities with a Close id, per kind.
+    pub synced_accounts: i64,
+    /// Users with a Close id.
+    pub synced_users: i64,
+    /// Jobs waiting for a retry.
+    pub retries: i64,
+    /// Jobs parked.
+    pub parked: i64,
+    /// Dead letters not yet replayed.
+    pub dead_letters: i64,
+    /// Most recent successful write.
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+/// A dead letter as listed to operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Id.
+    pub id: Uuid,
+    /// Connector.
+    pub connector_id: String,
+    /// Job name.
+    pub job_name: String,
+    /// Entity (`account:<id>`).
+    pub entity_key: Option<String>,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Last error, readable.
+    pub last_error: String,
+    /// Every error.
+    pub errors: Value,
+    /// The job.
+    pub envelope: Value,
+    /// When it died.
+    pub created_at: DateTime<Utc>,
+    /// When it was replayed, if it was.
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    secrets: SecretBox,
+}
+
+/// The 64-bit advisory lock key of an entity.
+pub fn entity_lock_key(connector_id: &str, kind: EntityKind, hull_id: &str) -> i64 {
+    let d = Sha256::digest(format!("{connector_id}\u{1f}{}\u{1f}{hull_id}", kind.as_str()).as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
+}
+
+impl Store {
+    /// A pool of `size` connections to `url` (connections are opened on demand).
+    pub fn connect(url: &str, size: usize, secrets: SecretBox) -> Result<Store, StoreError> {
+        let pg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let mut pg = pg;
+        pg.connect_timeout(std::time::Duration::from_secs(5));
+        let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let pool = Pool::builder(mgr)
+            .max_size(size)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .recycle_timeout(Some(std::time::Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Store { pool, secrets })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The secret box (for callers that seal other secrets).
+    pub fn secrets(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Records a connector's credentials and settings. The API key is taken out of the
+    /// settings and stored encrypted.
+    pub async fn upsert_connector(
+        &self,
+        id: &str,
+        organization: &str,
+        secret: &str,
+        private_settings: &Value,
+    ) -> Result<UpsertOutcome, StoreError> {
+        let mut settings = private_settings.clone();
+        let api_key = settings
+            .as_object_mut()
+            .and_then(|o| o.remove("api_key"))
+            .and_then(|v| v.as_str().map(str::to_string))
+            .filter(|k| !k.is_empty());
+        let fp = api_key.as_deref().map(fingerprint);
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let existing = tx
+            .query_opt(
+                "SELECT private_settings, api_key_fingerprint FROM connectors WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await?;
+        let outcome = match &existing {
+            None => UpsertOutcome { created: true, api_key_changed: api_key.is_some(), settings_changed: true },
+            Some(row) => {
+                let old_settings: Value = row.get(0);
+                let old_fp: Option<String> = row.get(1);
+                UpsertOutcome { created: false, api_key_changed: old_fp != fp, settings_changed: old_settings != settings }
+            }
+        };
+        if outcome.created || outcome.api_key_changed || outcome.settings_changed {
+            let key_enc = api_key.as_deref().map(|k| self.secrets.seal(k));
+            let secret_enc = self.secrets.seal(secret);
+            tx.execute(
+                "INSERT INTO connectors (id, organization, secret_enc, private_settings, api_key_enc, api_key_fingerprint)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET organization = EXCLUDED.organization, secret_enc = EXCLUDED.secret_enc,
+                   private_settings = EXCLUDED.private_settings, api_key_enc = EXCLUDED.api_key_enc,
+                   api_key_fingerprint = EXCLUDED.api_key_fingerprint, updated_at = now()",
+                &[&id, &organization, &secret_enc, &settings, &key_enc, &fp],
+            )
+            .await?;
+        }
+        if outcome.api_key_changed {
+            // A new key invalidates cached metadata.
+            tx.execute("UPDATE connectors SET metadata = NULL, metadata_fetched_at = NULL WHERE id = $1", &[&id])
+                .await?;
+        }
+        if !outcome.created && (outcome.api_key_changed || outcome.settings_changed) {
+            // Settings were fixed (or changed): parked jobs get another chance now.
+            tx.execute("UPDATE connectors SET parked_reason = NULL WHERE id = $1", &[&id]).await?;
+            tx.execute(
+                "UPDATE retries SET state = 'scheduled', next_attempt_at = now(), updated_at = now()
+                 WHERE connector_id = $1 AND state = 'parked'",
+                &[&id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Whether `secret` is the stored secret of connector `id` (`None`: unknown connector).
+    pub async fn check_secret(&self, id: &str, secret: &str) -> Result<Option<bool>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c.query_opt("SELECT secret_enc FROM connectors WHERE id = $1", &[&id]).await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored = self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
+        Ok(Some(constant_time_eq(stored.as_bytes(), secret.as_bytes())))
+    }
+
+    /// A connector with its secrets decrypted.
+    pub async fn connector(&self, id: &str) -> Result<Option<Connector>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "SELECT id, organization, secret_enc, private_settings, api_key_enc, status, status_messages,
+                        parked_reason, metadata, metadata_fetched_at
+                 FROM connectors WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let key_enc: Option<Vec<u8>> = row.get(4);
+        let messages: Value = row.get(6);
+        Ok(Some(Connector {
+            id: row.get(0),
+            organization: row.get(1),
+            secret: self.secrets.open(row.get::<_, Vec<u8>>(2).as_slice())?,
+            private_settings: row.get(3),
+            api_key: key_enc.map(|k| self.secrets.open(&k)).transpose()?,
+            status: row.get(5),
+            status_messages: serde_json::from_value(messages).unwrap_or_default(),
+            parked_reason: row.get(7),
+            metadata: row.get(8),
+            metadata_fetched_at: row.get(9),
+        }))
+    }
+
+    /// Ids of every connector.
+    pub async fn connector_ids(&self) -> Result<Vec<String>, StoreError> {
+        let c = self.pool.get().await?;
+        Ok(c.query("SELECT id FROM connectors ORDER BY id", &[]).await?.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Every connector with counters, for operators.
+    pub async fn connector_summaries(&self) -> Result<Vec<ConnectorSummary>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT c.id, c.organization, c.status, c.status_messages, c.parked_reason,
+                   (SELECT count(*) FROM sync_state s WHERE s.connector_id = c.id AND s.kind = 'account' AND s.close_id IS NOT NULL),
+                   (SELECT count(*) FROM sync_state s WHERE s.connector_id = c.id AND s.kind = 'user' AND s.close_id IS NOT NULL),
+                   (SELECT count(*) FROM retries r WHERE r.connector_id = c.id AND r.state = 'scheduled'),
+                   (SELECT count(*) FROM retries r WHERE r.connector_id = c.id AND r.state = 'parked'),
+                   (SELECT count(*) FROM dead_letters d WHERE d.connector_id = c.id AND d.replayed_at IS NULL),
+                   (SELECT max(last_success_at) FROM sync_state s WHERE s.connector_id = c.id)
+                 FROM connectors c ORDER BY c.id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ConnectorSummary {
+                id: r.get(0),
+                organization: r.get(1),
+                status: r.get(2),
+                status_messages: serde_json::from_value(r.get::<_, Value>(3)).unwrap_or_default(),
+                parked_reason: r.get(4),
+                synced_accounts: r.get(5),
+                synced_users: r.get(6),
+                retries: r.get(7),
+                parked: r.get(8),
+                dead_letters: r.get(9),
+                last_success_at: r.get(10),
+            })
+            .collect())
+    }
+
+    /// Records the result of a status check.
+    pub async fn set_status(&self, id: &str, status: &str, messages: &[String]) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let msgs = serde_json::to_value(messages).unwrap_or(Value::Array(vec![]));
+        c.execute(
+            "UPDATE connectors SET status = $2, status_messages = $3, status_checked_at = now() WHERE id = $1",
+            &[&id, &status, &msgs],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Stores freshly fetched Close metadata.
+    pub async fn set_metadata(&self, id: &str, metadata: &Value) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE connectors SET metadata = $2, metadata_fetched_at = now() WHERE id = $1",
+            &[&id, metadata],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Parks a connector's jobs because of a configuration error.
+    pub async fn park_connector(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute("UPDATE connectors SET parked_reason = $2 WHERE id = $1", &[&id, &reason]).await?;
+        Ok(())
+    }
+
+    /// Schedules another attempt of a job (or parks it when `parked`).
+    pub async fn schedule_retry(
+        &self,
+        env: &Envelope,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+        parked: bool,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let body = serde_json::to_value(env).unwrap_or(Value::Null);
+        let state = if parked { "parked" } else { "scheduled" };
+        let entry = serde_json::json!([{"at": Utc::now(), "attempt": env.attempt, "error": error}]);
+        c.execute(
+            "INSERT INTO retries (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error, state, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope, attempts = EXCLUDED.attempts,
+               errors = retries.errors || EXCLUDED.errors, last_error = EXCLUDED.last_error, state = EXCLUDED.state,
+               next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()",
+            &[
+                &env.id,
+                &env.connector_id,
+                &env.job.name(),
+                &env.job.entity_key(),
+                &body,
+                &(env.attempt as i32),
+                &entry,
+                &error,
+                &state,
+                &next_attempt_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records a dead letter with every error seen (those recorded with earlier retries too).
+    pub async fn dead_letter(&self, env: &Envelope, error: &str) -> Result<Uuid, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let previous: Value = tx
+            .query_opt("DELETE FROM retries WHERE id = $1 RETURNING errors", &[&env.id])
+            .await?
+            .map(|r| r.get(0))
+            .unwrap_or_else(|| Value::Array(vec![]));
+        let mut errors = previous.as_array().cloned().unwrap_or_default();
+        errors.push(serde_json::json!({"at": Utc::now(), "attempt": env.attempt, "error": error}));
+        let body = serde_json::to_value(env).unwrap_or(Value::Null);
+        let id = Uuid::new_v4();
+        tx.execute(
+            "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &id,
+                &env.connector_id,
+                &env.job.name(),
+                &env.job.entity_key(),
+                &body,
+                &(env.attempt as i32 + 1),
+                &Value::Array(errors),
+                &error,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Removes a job's retry row after it succeeded.
+    pub async fn clear_retry(&self, id: Uuid) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute("DELETE FROM retries WHERE id = $1", &[&id]).await?;
+        Ok(())
+    }
+
+    /// Dead letters, newest first, optionally filtered.
+    pub async fn dead_letters(
+        &self,
+        connector: Option<&str>,
+        job_name: Option<&str>,
+        error_contains: Option<&str>,
+        include_replayed: bool,
+        limit: i64,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let c = self.pool.get().await?;
+        let pattern = error_contains.map(|e| format!("%{e}%"));
+        let rows = c
+            .query(
+                "SELECT id, connector_id, job_name, entity_key, attempts, last_error, errors, envelope, created_at, replayed_at
+                 FROM dead_letters
+                 WHERE ($1::text IS NULL OR connector_id = $1) AND ($2::text IS NULL OR job_name = $2)
+                   AND ($3::text IS NULL OR last_error ILIKE $3) AND ($4 OR replayed_at IS NULL)
+                 ORDER BY created_at DESC LIMIT $5",
+                &[&connector, &job_name, &pattern, &include_replayed, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(dead_letter_from_row).collect())
+    }
+
+    /// One dead letter.
+    pub async fn dead_letter_by_id(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "SELECT id, connector_id, job_name, entity_key, attempts, last_error, errors, envelope, created_at, replayed_at
+                 FROM dead_letters WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(row.as_ref().map(dead_letter_from_row))
+    }
+
+    /// Marks a dead letter replayed.
+    pub async fn mark_replayed(&self, id: Uuid) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute("UPDATE dead_letters SET replayed_at = now() WHERE id = $1", &[&id]).await?;
+        Ok(())
+    }
+}
+
+fn dead_letter_from_row(r: &tokio_postgres::Row) -> DeadLetter {
+    DeadLetter {
+        id: r.get(0),
+        connector_id: r.get(1),
+        job_name: r.get(2),
+        entity_key: r.get(3),
+        attempts: r.get(4),
+        last_error: r.get(5),
+        errors: r.get(6),
+        envelope: r.get(7),
+        created_at: r.get(8),
+        replayed_at: r.get(9),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Takes the transaction-scoped lock of an entity: two workers on the same entity run one
+/// after the other.
+pub async fn lock_entity(
+    tx: &impl GenericClient,
+    connector_id: &str,
+    kind: EntityKind,
+    hull_id: &str,
+) -> Result<(), StoreError> {
+    let key = entity_lock_key(connector_id, kind, hull_id);
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await?;
+    Ok(())
+}
+
+/// Reads an entity's sync state.
+pub async fn load_state(
+    tx: &impl GenericClient,
+    connector_id: &str,
+    kind: EntityKind,
+    hull_id: &str,
+) -> Result<SyncState, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT close_id, lead_id, body_hash, failures FROM sync_state
+             WHERE connector_id = $1 AND kind = $2 AND hull_id = $3",
+            &[&connector_id, &kind.as_str(), &hull_id],
+        )
+        .await?;
+    Ok(row
+        .map(|r| SyncState { close_id: r.get(0), lead_id: r.get(1), body_hash: r.get(2), failures: r.get(3) })
+        .unwrap_or_default())
+}
+
+/// Records a successful write (or adoption of an existing Close object).
+pub async fn save_success(
+    tx: &impl GenericClient,
+    connector_id: &str,
+    kind: EntityKind,
+    hull_id: &str,
+    state: &SyncState,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures, last_error, next_retry_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now(), 0, NULL, NULL)
+         ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id, lead_id = EXCLUDED.lead_id,
+           body_hash = EXCLUDED.body_hash, last_success_at = now(), failures = 0, last_error = NULL,
+           next_retry_at = NULL, updated_at = now()",
+        &[&connector_id, &kind.as_str(), &hull_id, &state.close_id, &state.lead_id, &state.body_hash],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records a failed attempt on an entity.
+pub async fn save_failure(
+    c: &impl GenericClient,
+    connector_id: &str,
+    kind: EntityKind,
+    hull_id: &str,
+    error: &str,
+    next_retry_at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO sync_state (connector_id, kind, hull_id, failures, last_error, next_retry_at)
+         VALUES ($1, $2, $3, 1, $4, $5)
+         ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET failures = sync_state.failures + 1,
+           last_error = EXCLUDED.last_error, next_retry_at = EXCLUDED.next_retry_at, updated_at = now()",
+        &[&connector_id, &kind.as_str(), &hull_id, &error, &next_retry_at],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Logs, metrics and health endpoints shared by every binary.
+//!
+//! - `tracing` with either JSON lines or human-readable output (`LOG_FORMAT`), filtered by
+//!   `RUST_LOG` (default `info`).
+//! - a Prometheus recorder from `metrics-exporter-prometheus`; [`ops_router`] serves it on
+//!   `/metrics` together with `/healthz` (the process is alive) and `/readyz` (its
+//!   dependencies answer).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use tracing_subscriber::EnvFilter;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global tracing subscriber (`format` is `json` or `pretty`). Safe to call twice.
+pub fn init_tracing(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).with_current_span(false).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn metrics_handle() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed already (e.g. two tests in one
+            // process); metrics then go to that one.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// A readiness probe: resolves to `Err(reason)` when a dependency is not usable.
+pub type ReadinessCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+#[derive(Clone)]
+struct OpsState {
+    handle: PrometheusHandle,
+    ready: ReadinessCheck,
+}
+
+/// `/metrics`, `/healthz` and `/readyz`.
+pub fn ops_router(ready: ReadinessCheck) -> Router {
+    let state = OpsState { handle: metrics_handle(), ready };
+    Router::new()
+        .route("/metrics", get(|State(s): State<OpsState>| async move { s.handle.render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<OpsState>| async move {
+                match (s.ready)().await {
+                    Ok(()) => (StatusCode::OK, "ready".to_string()).into_response(),
+                    Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+                }
+            }),
+        )
+        .with_state(state)
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
