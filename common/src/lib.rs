@@ -11,3 +11,5 @@ pub mod jobs;
 pub mod queue;
 pub mod store;
 pub mod telemetry;
+pub mod metadata;
+pub mod status;

@@ -1,1 +1,362 @@
+//! The worker: consumes jobs from RabbitMQ, calls Close and the Hull firehose through
+//! rate-limited clients, records sync state in Postgres, and acknowledges a message only after
+//! its outcome is committed (done, scheduled for retry, parked or dead-lettered).
 
+pub mod config;
+pub mod outgoing;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use common::closeio::{CloseClient, CloseClientConfig, CloseError};
+use common::crypto::SecretBox;
+use common::error::{Classify, ErrorClass};
+use common::hull::{HullClient, HullClientConfig, HullError};
+use common::jobs::{Envelope, Job, QueueKind};
+use common::metadata::MetadataError;
+use common::queue::{Queue, QueueError};
+use common::store::{Store, StoreError};
+
+pub use config::WorkerConfig;
+pub use outgoing::Outcome;
+
+/// A job failure, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Close failed.
+    #[error("Close: {0}")]
+    Close(#[from] CloseError),
+    /// The Hull platform failed.
+    #[error("Hull: {0}")]
+    Hull(#[from] HullError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Close metadata could not be had.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The broker failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The job cannot succeed as it is.
+    #[error("{0}")]
+    Permanent(String),
+    /// The connector's settings must be fixed first.
+    #[error("{0}")]
+    Configuration(String),
+}
+
+impl Classify for JobError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            JobError::Close(e) => e.class(),
+            JobError::Hull(e) => e.class(),
+            JobError::Store(e) => e.class(),
+            JobError::Metadata(e) => e.class(),
+            JobError::Queue(e) => e.class(),
+            JobError::Permanent(_) => ErrorClass::Permanent,
+            JobError::Configuration(_) => ErrorClass::Configuration,
+        }
+    }
+}
+
+/// Shared state of the worker's tasks.
+pub struct Ctx {
+    /// Postgres.
+    pub store: Store,
+    /// RabbitMQ.
+    pub queue: Queue,
+    /// Close.
+    pub close: CloseClient,
+    /// Hull.
+    pub hull: HullClient,
+    /// Configuration.
+    pub cfg: WorkerConfig,
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done (written, unchanged or skipped).
+    Done(Outcome),
+    /// Scheduled for a later attempt in Postgres.
+    Retry,
+    /// Parked until the connector's settings are fixed.
+    Parked,
+    /// Recorded as a dead letter.
+    Dead,
+}
+
+/// A worker process (or an in-process worker in tests).
+#[derive(Clone)]
+pub struct Worker {
+    ctx: Arc<Ctx>,
+}
+
+impl Worker {
+    /// Builds the clients. Connections are opened on demand.
+    pub fn new(cfg: WorkerConfig) -> Result<Worker, anyhow::Error> {
+        let c = &cfg.common;
+        let store = Store::connect(&c.database_url, c.database_pool_size, SecretBox::new(c.encryption_key, c.encryption_key_previous))?;
+        let queue = Queue::lazy(&c.amqp_url, &c.queue_prefix);
+        let close = CloseClient::new(CloseClientConfig {
+            base_url: c.close_api_url.clone(),
+            timeout: c.close_timeout,
+            rate_limit_rps: c.close_rate_limit_rps,
+            ..CloseClientConfig::default()
+        })?;
+        let hull = HullClient::new(HullClientConfig {
+            protocol: c.hull_protocol.clone(),
+            firehose_url: c.hull_firehose_url.clone(),
+            ..HullClientConfig::default()
+        })?;
+        Ok(Worker { ctx: Arc::new(Ctx { store, queue, close, hull, cfg }) })
+    }
+
+    /// The shared state (tests inspect it).
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
+    /// Runs one job to its outcome, with in-process retries of transient failures, and records
+    /// what must be recorded (retry, parking, dead letter). An `Err` means even that failed
+    /// (database or broker down): the message must go back to the queue.
+    pub async fn handle(&self, env: Envelope) -> Result<Disposition, JobError> {
+        let start = Instant::now();
+        let job_name = env.job.name();
+        metrics::gauge!("worker_jobs_in_flight").increment(1.0);
+        let inline = self.ctx.cfg.inline_retries;
+        let result = (|| async { self.run_job(&env).await })
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(30))
+                    .with_max_times(inline)
+                    .with_jitter(),
+            )
+            .when(|e: &JobError| matches!(e.class(), ErrorClass::Retryable { after } if after.is_none_or(|a| a <= Duration::from_secs(60))))
+            .adjust(|e: &JobError, dur| match e.class() {
+                ErrorClass::Retryable { after: Some(after) } => Some(dur.map_or(after, |d| d.max(after))),
+                _ => dur,
+            })
+            .notify(|e: &JobError, dur| {
+                tracing::warn!(job = job_name, connector = %env.connector_id, error = %e, retry_in = ?dur, "transient failure, retrying");
+            })
+            .await;
+        metrics::gauge!("worker_jobs_in_flight").decrement(1.0);
+        metrics::histogram!("worker_job_duration_seconds", "job" => job_name).record(start.elapsed().as_secs_f64());
+        let disposition = match result {
+            Ok(outcome) => {
+                if env.attempt > 0 {
+                    self.ctx.store.clear_retry(env.id).await?;
+                }
+                Disposition::Done(outcome)
+            }
+            Err(e) => self.record_failure(&env, &e).await?,
+        };
+        let label = match &disposition {
+            Disposition::Done(Outcome::Written { .. }) => "written",
+            Disposition::Done(Outcome::Unchanged { .. }) => "unchanged",
+            Disposition::Done(Outcome::Skipped(_)) => "skipped",
+            Disposition::Retry => "retry",
+            Disposition::Parked => "parked",
+            Disposition::Dead => "dead",
+        };
+        metrics::counter!("worker_jobs_total", "job" => job_name, "outcome" => label).increment(1);
+        Ok(disposition)
+    }
+
+    async fn run_job(&self, env: &Envelope) -> Result<Outcome, JobError> {
+        match &env.job {
+            Job::OutgoingAccount(m) => outgoing::account(&self.ctx, &env.connector_id, m).await,
+            Job::OutgoingUser(m) => outgoing::user(&self.ctx, &env.connector_id, m).await,
+        }
+    }
+
+    async fn record_failure(&self, env: &Envelope, e: &JobError) -> Result<Disposition, JobError> {
+        let ctx = &self.ctx;
+        let error = e.to_string();
+        let (kind_event, entity) = match &env.job {
+            Job::OutgoingAccount(_) => ("outgoing.account.error", env.job.entity_key()),
+            Job::OutgoingUser(_) => ("outgoing.user.error", env.job.entity_key()),
+        };
+        let class = e.class();
+        tracing::warn!(connector = %env.connector_id, entity = ?entity, attempt = env.attempt, class = class.label(), error = %error, "{kind_event}");
+        match class {
+            ErrorClass::Permanent => {
+                self.dead_letter(env, &error).await?;
+                Ok(Disposition::Dead)
+            }
+            ErrorClass::Configuration => {
+                ctx.store.park_connector(&env.connector_id, &error).await?;
+                ctx.store.schedule_retry(env, &error, Utc::now(), true).await?;
+                Ok(Disposition::Parked)
+            }
+            ErrorClass::Retryable { after } => {
+                let mut next = env.clone();
+                next.attempt += 1;
+                if next.attempt >= ctx.cfg.max_attempts {
+                    self.dead_letter(&next, &format!("gave up after {} attempts: {error}", next.attempt)).await?;
+                    return Ok(Disposition::Dead);
+                }
+                let delay = retry_delay(&ctx.cfg, next.attempt, after);
+                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::hours(1));
+                ctx.store.schedule_retry(&next, &error, at, false).await?;
+                Ok(Disposition::Retry)
+            }
+        }
+    }
+
+    async fn dead_letter(&self, env: &Envelope, error: &str) -> Result<(), JobError> {
+        let id = self.ctx.store.dead_letter(env, error).await?;
+        // The Postgres record is the source of truth; the DLQ copy feeds broker-side tooling.
+        if let Err(e) = self.ctx.queue.publish_dead(&env.to_bytes(), error).await {
+            tracing::warn!(dead_letter = %id, error = %e, "dead letter recorded in Postgres but not copied to the dead-letter queue");
+        }
+        tracing::error!(connector = %env.connector_id, dead_letter = %id, job = env.job.name(), error, "job dead-lettered");
+        Ok(())
+    }
+
+    async fn handle_delivery(&self, delivery: lapin::message::Delivery) {
+        let env = match Envelope::from_bytes(&delivery.data) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable job: moved to the dead-letter queue");
+                let _ = delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+                metrics::counter!("worker_jobs_total", "job" => "unreadable", "outcome" => "dead").increment(1);
+                return;
+            }
+        };
+        match self.handle(env).await {
+            Ok(_) => {
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(error = %e, "ack failed; the job will be redelivered (it is idempotent)");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not record the job's outcome; returning it to the queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            }
+        }
+    }
+
+    /// Processes jobs until every queue is empty and nothing is in flight (tests and one-shot
+    /// runs). Returns how many deliveries were handled.
+    pub async fn run_until_idle(&self) -> Result<usize, JobError> {
+        let conn = self.ctx.queue.open_connection().await?;
+        let ch = conn.create_channel().await.map_err(QueueError::from)?;
+        let mut handled = 0;
+        let mut tasks = JoinSet::new();
+        loop {
+            let mut got_any = false;
+            for kind in [QueueKind::Outgoing, QueueKind::Incoming] {
+                while tasks.len() < self.ctx.cfg.concurrency {
+                    match self.ctx.queue.get(&ch, kind).await? {
+                        Some(d) => {
+                            got_any = true;
+                            handled += 1;
+                            let me = self.clone();
+                            tasks.spawn(async move { me.handle_delivery(d).await });
+                        }
+                        None => break,
+                    }
+                }
+            }
+            if !got_any {
+                if tasks.is_empty() {
+                    break;
+                }
+                tasks.join_next().await;
+            } else if tasks.len() >= self.ctx.cfg.concurrency {
+                tasks.join_next().await;
+            }
+        }
+        let _ = conn.close(200, "idle".into()).await;
+        Ok(handled)
+    }
+
+    /// Consumes until `shutdown` is cancelled, rebuilding the connection when it drops. On
+    /// shutdown it stops consuming, lets in-flight jobs finish (up to the drain deadline) and
+    /// returns.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), JobError> {
+        let mut backoff = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            match self.consume_once(&shutdown).await {
+                Ok(()) => backoff = Duration::from_millis(500),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "RabbitMQ connection lost; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {},
+                        _ = shutdown.cancelled() => {},
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(15));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume_once(&self, shutdown: &CancellationToken) -> Result<(), JobError> {
+        let conn = self.ctx.queue.open_connection().await?;
+        self.ctx.queue.declare_topology().await?;
+        let prefetch = u16::try_from(self.ctx.cfg.concurrency).unwrap_or(u16::MAX);
+        let tag = format!("worker-{}", uuid::Uuid::new_v4());
+        let mut streams = Vec::new();
+        let mut channels = Vec::new();
+        for kind in QueueKind::ALL {
+            let ctag = format!("{tag}-{}", kind.as_str());
+            let (ch, consumer) = self.ctx.queue.consume(&conn, kind, prefetch, &ctag).await?;
+            channels.push((ch, ctag));
+            streams.push(consumer);
+        }
+        tracing::info!(prefetch, "consuming");
+        let mut merged = futures::stream::select_all(streams);
+        let mut tasks = JoinSet::new();
+        let result = loop {
+            while tasks.len() >= self.ctx.cfg.concurrency {
+                tasks.join_next().await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {},
+                next = merged.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let me = self.clone();
+                        tasks.spawn(async move { me.handle_delivery(delivery).await });
+                    }
+                    Some(Err(e)) => break Err(JobError::Queue(e.into())),
+                    None => break Err(JobError::Permanent("consumer cancelled by the broker".into())),
+                },
+            }
+        };
+        // Stop taking new work, finish what is in flight (acks need the channels open).
+        for (ch, ctag) in &channels {
+            let _ = ch.basic_cancel(ctag.as_str().into(), lapin::options::BasicCancelOptions::default()).await;
+        }
+        let drain = self.ctx.cfg.drain;
+        if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!(?drain, "drain deadline passed; unfinished jobs will be redelivered");
+            tasks.abort_all();
+        }
+        let _ = conn.close(200, "bye".into()).await;
+        result
+    }
+}
+
+/// The persisted retry delay: exponential from the base, capped, with jitter, and never
+/// shorter than what the remote side asked for.
+pub fn retry_delay(cfg: &WorkerConfig, attempt: u32, after: Option<Duration>) -> Duration {
+    let exp = cfg.retry_base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+    let capped = exp.min(cfg.retry_max.as_secs_f64());
+    let jittered = capped * rand::thread_rng().gen_range(0.8..1.2);
+    Duration::from_secs_f64(jittered).max(after.unwrap_or_default())
+}

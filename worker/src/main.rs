@@ -1,1 +1,76 @@
-fn main() {}
+//! `closeio-worker`: consumes sync jobs and applies them to Close and Hull.
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use common::config::{describe, Env, COMMON_VARS};
+use common::telemetry;
+use worker::{Worker, WorkerConfig};
+
+fn help() -> String {
+    format!("{}\n{}", describe(COMMON_VARS), describe(worker::config::VARS))
+}
+
+/// Consumes jobs from RabbitMQ and syncs Hull with Close. Configured by environment variables.
+#[derive(Parser)]
+#[command(name = "closeio-worker", version, after_help = help())]
+struct Cli {}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let _ = Cli::parse();
+    let cfg = match WorkerConfig::from_source(&Env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("closeio-worker: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&cfg.common.log_format);
+    if cfg.common.uses_dev_key(&Env) {
+        tracing::warn!("ENCRYPTION_KEY is not set: using the development key (never do this in production)");
+    }
+    let worker = match Worker::new(cfg.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("closeio-worker: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let ready_worker = worker.clone();
+    let ops = telemetry::ops_router(std::sync::Arc::new(move || {
+        let w = ready_worker.clone();
+        Box::pin(async move {
+            w.ctx().store.ping().await.map_err(|e| e.to_string())?;
+            w.ctx().queue.ping().await.map_err(|e| e.to_string())
+        })
+    }));
+    let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("closeio-worker: cannot listen on WORKER_LISTEN={}: {e}", cfg.listen);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let ops_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, ops).with_graceful_shutdown(async move { ops_shutdown.cancelled().await }).await;
+    });
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        signal.cancel();
+    });
+    tracing::info!(listen = %cfg.listen, concurrency = cfg.concurrency, "closeio-worker started");
+    match worker.run(shutdown).await {
+        Ok(()) => {
+            tracing::info!("closeio-worker stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "closeio-worker failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
