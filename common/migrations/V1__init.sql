@@ -43,7 +43,7 @@ CREATE TABLE retries (
     attempts        INTEGER NOT NULL,
     errors          JSONB NOT NULL DEFAULT '[]'::jsonb,
     last_error      TEXT NOT NULL,
-    state           TEXT NOT NULL CHECK (state IN ('scheduled', 'parked')),
+    state           TEXT NOT NULL CHECK (state IN ('scheduled', 'queued', 'parked')),
     next_attempt_at TIMESTAMPTZ NOT NULL,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now()

@@ -1,1 +1,219 @@
+//! The scheduler: one active instance (a Postgres advisory lock; a second instance waits and
+//! takes over when the first one dies). Each tick it republishes due retries, runs the status
+//! checks that are due (pushed to Hull) and refreshes stale Close metadata.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use common::closeio::{CloseClient, CloseClientConfig};
+use common::config::{self, CommonConfig, ConfigError, Source};
+use common::crypto::SecretBox;
+use common::hull::{HullClient, HullClientConfig, HullCredentials};
+use common::queue::Queue;
+use common::store::Store;
+
+/// The advisory lock key held by the active scheduler.
+pub const LEADER_LOCK_KEY: i64 = 0x636c_6f73_6569_6f01;
+
+/// Scheduler configuration.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Shared settings.
+    pub common: CommonConfig,
+    /// `SCHEDULER_LISTEN`: `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+    /// `SCHEDULER_TICK_SECS`.
+    pub tick: Duration,
+    /// `STATUS_INTERVAL_SECS`: how often each connector's status is checked.
+    pub status_interval: Duration,
+    /// `METADATA_REFRESH_SECS`: how often Close metadata is refreshed.
+    pub metadata_interval: Duration,
+    /// `RETRY_BATCH`: due retries republished per tick at most.
+    pub retry_batch: i64,
+}
+
+/// Scheduler-specific variables for `--help`.
+pub const VARS: &[(&str, &str, &str)] = &[
+    ("SCHEDULER_LISTEN", "127.0.0.1:9102", "address of /metrics, /healthz and /readyz"),
+    ("SCHEDULER_TICK_SECS", "5", "seconds between scheduler passes"),
+    ("STATUS_INTERVAL_SECS", "1800", "seconds between status checks of a connector"),
+    ("METADATA_REFRESH_SECS", "3600", "seconds between refreshes of a connector's Close metadata"),
+    ("RETRY_BATCH", "500", "due retries republished per pass at most"),
+];
+
+impl SchedulerConfig {
+    /// Reads and validates the configuration.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(SchedulerConfig {
+            common: CommonConfig::from_source(src)?,
+            listen: config::addr_or(src, "SCHEDULER_LISTEN", "127.0.0.1:9102")?,
+            tick: config::secs_or(src, "SCHEDULER_TICK_SECS", 5.0)?,
+            status_interval: config::secs_or(src, "STATUS_INTERVAL_SECS", 1800.0)?,
+            metadata_interval: config::secs_or(src, "METADATA_REFRESH_SECS", 3600.0)?,
+            retry_batch: config::positive_or(src, "RETRY_BATCH", 500i64)?,
+        })
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    /// Retries republished.
+    pub retries_republished: usize,
+    /// Status checks run.
+    pub status_checks: usize,
+    /// Metadata refreshes.
+    pub metadata_refreshed: usize,
+}
+
+/// The scheduler.
+#[derive(Clone)]
+pub struct Scheduler {
+    /// Postgres.
+    pub store: Store,
+    /// RabbitMQ.
+    pub queue: Queue,
+    close: CloseClient,
+    hull: HullClient,
+    cfg: SchedulerConfig,
+}
+
+impl Scheduler {
+    /// Builds the clients.
+    pub fn new(cfg: SchedulerConfig) -> anyhow::Result<Scheduler> {
+        let c = &cfg.common;
+        let store = Store::connect(&c.database_url, c.database_pool_size.min(4), SecretBox::new(c.encryption_key, c.encryption_key_previous))?;
+        let queue = Queue::lazy(&c.amqp_url, &c.queue_prefix);
+        let close = CloseClient::new(CloseClientConfig {
+            base_url: c.close_api_url.clone(),
+            timeout: c.close_timeout,
+            rate_limit_rps: c.close_rate_limit_rps,
+            ..CloseClientConfig::default()
+        })?;
+        let hull = HullClient::new(HullClientConfig {
+            protocol: c.hull_protocol.clone(),
+            firehose_url: c.hull_firehose_url.clone(),
+            ..HullClientConfig::default()
+        })?;
+        Ok(Scheduler { store, queue, close, hull, cfg })
+    }
+
+    /// One pass. Errors of one step are logged and do not stop the others.
+    pub async fn tick(&self) -> TickReport {
+        let mut report = TickReport::default();
+        let queue = self.queue.clone();
+        match self
+            .store
+            .republish_due_retries(self.cfg.retry_batch, |envs| async move { queue.publish_all(&envs).await })
+            .await
+        {
+            Ok(n) => report.retries_republished = n,
+            Err(e) => tracing::warn!(error = %e, "could not read due retries"),
+        }
+        metrics::counter!("scheduler_retries_republished_total").increment(report.retries_republished as u64);
+        match self.store.connectors_due_for_metadata(self.cfg.metadata_interval.as_secs_f64()).await {
+            Ok(ids) => {
+                for id in ids {
+                    if let Ok(Some(c)) = self.store.connector(&id).await {
+                        match common::metadata::refresh(&self.store, &self.close, &c).await {
+                            Ok(_) => report.metadata_refreshed += 1,
+                            Err(e) => tracing::warn!(connector = %id, error = %e, "connector.metadata.error"),
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list connectors"),
+        }
+        match self.store.connectors_due_for_status(self.cfg.status_interval.as_secs_f64()).await {
+            Ok(ids) => {
+                for id in ids {
+                    if self.check_status(&id).await {
+                        report.status_checks += 1;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list connectors"),
+        }
+        report
+    }
+
+    async fn check_status(&self, id: &str) -> bool {
+        let Ok(Some(c)) = self.store.connector(id).await else { return false };
+        let meta = c.metadata.as_ref().and_then(|m| serde_json::from_value(m.clone()).ok());
+        let report = common::status::check(&self.close, &c, meta.as_ref()).await;
+        if let Err(e) = self.store.set_status(id, &report.status, &report.messages).await {
+            tracing::warn!(connector = id, error = %e, "could not record the status");
+            return false;
+        }
+        let creds = HullCredentials { id: c.id.clone(), secret: c.secret.clone(), organization: c.organization.clone() };
+        if let Err(e) = self.hull.put_status(&creds, &report.status, &report.messages).await {
+            tracing::warn!(connector = id, error = %e, "could not push the status to Hull");
+        }
+        tracing::info!(connector = id, status = %report.status, messages = ?report.messages, "connector.status");
+        true
+    }
+
+    /// Waits for leadership, then ticks until `shutdown`. Leadership is a session advisory lock
+    /// on a dedicated connection: when this process dies, Postgres releases it and a waiting
+    /// scheduler takes over.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        while !shutdown.is_cancelled() {
+            let lock = match self.acquire_leadership(&shutdown).await {
+                Ok(Some(l)) => l,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach Postgres for the scheduler lock; retrying");
+                    tokio::select! { _ = tokio::time::sleep(self.cfg.tick) => {}, _ = shutdown.cancelled() => {} }
+                    continue;
+                }
+            };
+            tracing::info!("this scheduler is active");
+            metrics::gauge!("scheduler_active").set(1.0);
+            loop {
+                let report = self.tick().await;
+                if report != TickReport::default() {
+                    tracing::info!(?report, "scheduler pass");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(self.cfg.tick) => {},
+                    _ = shutdown.cancelled() => break,
+                }
+                if lock.0.is_closed() {
+                    tracing::warn!("lost the scheduler lock connection; waiting for leadership again");
+                    break;
+                }
+            }
+            metrics::gauge!("scheduler_active").set(0.0);
+            drop(lock);
+        }
+        Ok(())
+    }
+
+    async fn acquire_leadership(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::connect(&self.cfg.common.database_url, NoTls).await?;
+        let handle = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut waiting_logged = false;
+        loop {
+            let got: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]).await?.get(0);
+            if got {
+                return Ok(Some((client, handle)));
+            }
+            if !waiting_logged {
+                tracing::info!("another scheduler is active; waiting to take over");
+                waiting_logged = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.tick) => {},
+                _ = shutdown.cancelled() => return Ok(None),
+            }
+        }
+    }
+}

@@ -1,1 +1,71 @@
-fn main() {}
+//! `closeio-scheduler`: due retries, status checks and metadata refreshes (one active instance).
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use common::config::{describe, Env, COMMON_VARS};
+use common::telemetry;
+use scheduler::{Scheduler, SchedulerConfig};
+
+fn help() -> String {
+    format!("{}\n{}", describe(COMMON_VARS), describe(scheduler::VARS))
+}
+
+/// Runs periodic work: republishes due retries, checks connector status, refreshes Close
+/// metadata. Only one instance is active at a time. Configured by environment variables.
+#[derive(Parser)]
+#[command(name = "closeio-scheduler", version, after_help = help())]
+struct Cli {}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let _ = Cli::parse();
+    let cfg = match SchedulerConfig::from_source(&Env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("closeio-scheduler: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&cfg.common.log_format);
+    let scheduler = match Scheduler::new(cfg.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("closeio-scheduler: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let ready = scheduler.clone();
+    let ops = telemetry::ops_router(std::sync::Arc::new(move || {
+        let s = ready.clone();
+        Box::pin(async move {
+            s.store.ping().await.map_err(|e| e.to_string())?;
+            s.queue.ping().await.map_err(|e| e.to_string())
+        })
+    }));
+    let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("closeio-scheduler: cannot listen on SCHEDULER_LISTEN={}: {e}", cfg.listen);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let ops_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, ops).with_graceful_shutdown(async move { ops_shutdown.cancelled().await }).await;
+    });
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        signal.cancel();
+    });
+    tracing::info!(listen = %cfg.listen, "closeio-scheduler started");
+    match scheduler.run(shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "closeio-scheduler failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

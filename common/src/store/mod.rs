@@ -621,3 +621,139 @@ pub async fn save_failure(
     .await?;
     Ok(())
 }
+
+/// A retry row, as listed to operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryRow {
+    /// Job id.
+    pub id: Uuid,
+    /// Connector.
+    pub connector_id: String,
+    /// Job name.
+    pub job_name: String,
+    /// Entity.
+    pub entity_key: Option<String>,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// `scheduled`, `queued` (republished, waiting for a worker) or `parked`.
+    pub state: String,
+    /// Last error.
+    pub last_error: String,
+    /// When it is due.
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Publishes due retries through `publish` and marks them queued, in one transaction
+    /// (`FOR UPDATE SKIP LOCKED`, so two schedulers never take the same rows). Returns how
+    /// many were republished.
+    pub async fn republish_due_retries<F, Fut, E>(&self, limit: i64, publish: F) -> Result<usize, StoreError>
+    where
+        F: FnOnce(Vec<Envelope>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT id, envelope FROM retries WHERE state = 'scheduled' AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&limit],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut envelopes = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: Uuid = r.get(0);
+            match serde_json::from_value::<Envelope>(r.get(1)) {
+                Ok(env) => {
+                    ids.push(id);
+                    envelopes.push(env);
+                }
+                Err(e) => tracing::error!(retry = %id, error = %e, "unreadable retry row left in place"),
+            }
+        }
+        let n = envelopes.len();
+        if let Err(e) = publish(envelopes).await {
+            tracing::warn!(error = %e, "could not republish due retries; they stay scheduled");
+            return Ok(0);
+        }
+        tx.execute(
+            "UPDATE retries SET state = 'queued', updated_at = now() WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Retries (scheduled, queued, parked), soonest first.
+    pub async fn retries(&self, connector: Option<&str>, limit: i64) -> Result<Vec<RetryRow>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT id, connector_id, job_name, entity_key, attempts, state, last_error, next_attempt_at
+                 FROM retries WHERE ($1::text IS NULL OR connector_id = $1) ORDER BY next_attempt_at LIMIT $2",
+                &[&connector, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RetryRow {
+                id: r.get(0),
+                connector_id: r.get(1),
+                job_name: r.get(2),
+                entity_key: r.get(3),
+                attempts: r.get(4),
+                state: r.get(5),
+                last_error: r.get(6),
+                next_attempt_at: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Connectors whose status was not checked within `interval_secs`.
+    pub async fn connectors_due_for_status(&self, interval_secs: f64) -> Result<Vec<String>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT id FROM connectors
+                 WHERE status_checked_at IS NULL OR status_checked_at < now() - make_interval(secs => $1)
+                 ORDER BY id",
+                &[&interval_secs],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Connectors with an API key whose metadata is older than `interval_secs`.
+    pub async fn connectors_due_for_metadata(&self, interval_secs: f64) -> Result<Vec<String>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT id FROM connectors
+                 WHERE api_key_enc IS NOT NULL
+                   AND (metadata_fetched_at IS NULL OR metadata_fetched_at < now() - make_interval(secs => $1))
+                 ORDER BY id",
+                &[&interval_secs],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+impl Store {
+    /// Deletes dead letters (of one connector, or all; only replayed ones if asked).
+    pub async fn purge_dead_letters(&self, connector: Option<&str>, replayed_only: bool) -> Result<u64, StoreError> {
+        let c = self.pool.get().await?;
+        Ok(c.execute(
+            "DELETE FROM dead_letters WHERE ($1::text IS NULL OR connector_id = $1) AND (NOT $2 OR replayed_at IS NOT NULL)",
+            &[&connector, &replayed_only],
+        )
+        .await?)
+    }
+}

@@ -1,0 +1,385 @@
+//! The Close HTTP client core: configuration, authentication, per-key throttling, the single
+//! request attempt, read retries, metrics and tracing. Endpoint methods live in `api.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::error::CloseError;
+use super::model::{ApiKey, ListPage};
+use super::rate_limit::{proactive_wait, rate_limit_wait, KeyThrottle};
+
+/// Default Close API base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.close.com/api/v1";
+
+/// Page size used when listing (`_limit`).
+pub(crate) const PAGE_SIZE: usize = 100;
+
+/// Most pages read by one listing, so a misbehaving server cannot keep the client paging forever.
+pub(crate) const MAX_PAGES: usize = 1_000;
+
+/// Settings of a [`CloseClient`].
+#[derive(Debug, Clone)]
+pub struct CloseClientConfig {
+    /// API base, e.g. `https://api.close.com/api/v1` (a simulator URL in tests).
+    pub base_url: String,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Steady request rate allowed per API key (requests per second).
+    pub rate_limit_rps: f64,
+    /// Burst allowed above the steady rate per API key.
+    pub burst: u32,
+    /// `User-Agent` header.
+    pub user_agent: String,
+    /// Total attempts for reads (GET, `POST /data/search/`) on transient failures, >= 1.
+    pub max_read_attempts: usize,
+    /// First delay of the exponential read-retry backoff (jittered, doubled each time).
+    pub retry_base_delay: Duration,
+}
+
+impl Default for CloseClientConfig {
+    fn default() -> Self {
+        CloseClientConfig {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            rate_limit_rps: 10.0,
+            burst: 10,
+            user_agent: concat!("closeio-sync/", env!("CARGO_PKG_VERSION")).to_owned(),
+            max_read_attempts: 3,
+            retry_base_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Endpoint group of a request (method + path template), the label of the Close metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointGroup {
+    /// `GET /lead/…`
+    LeadRead,
+    /// `POST|PUT|DELETE /lead/…`
+    LeadWrite,
+    /// `GET /contact/…`
+    ContactRead,
+    /// `POST|PUT|DELETE /contact/…`
+    ContactWrite,
+    /// `POST /data/search/`
+    Search,
+    /// `GET /event/`
+    Event,
+    /// Statuses and custom fields.
+    Meta,
+    /// `/webhook/…`
+    Webhook,
+    /// `GET /me/`
+    Me,
+}
+
+impl EndpointGroup {
+    /// Metric label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndpointGroup::LeadRead => "lead-read",
+            EndpointGroup::LeadWrite => "lead-write",
+            EndpointGroup::ContactRead => "contact-read",
+            EndpointGroup::ContactWrite => "contact-write",
+            EndpointGroup::Search => "search",
+            EndpointGroup::Event => "event",
+            EndpointGroup::Meta => "meta",
+            EndpointGroup::Webhook => "webhook",
+            EndpointGroup::Me => "me",
+        }
+    }
+}
+
+/// One logical API call.
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    pub group: EndpointGroup,
+    pub segments: Vec<&'a str>,
+    pub query: Vec<(&'static str, String)>,
+    pub body: Option<&'a Value>,
+    /// Whether the client may re-send it on transient failures (reads only).
+    pub read: bool,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn get(group: EndpointGroup, segments: Vec<&'a str>) -> Self {
+        Call {
+            method: Method::GET,
+            group,
+            segments,
+            query: Vec::new(),
+            body: None,
+            read: true,
+        }
+    }
+
+    pub(crate) fn write(
+        method: Method,
+        group: EndpointGroup,
+        segments: Vec<&'a str>,
+        body: Option<&'a Value>,
+    ) -> Self {
+        Call {
+            method,
+            group,
+            segments,
+            query: Vec::new(),
+            body,
+            read: false,
+        }
+    }
+
+    pub(crate) fn query(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((name, value.into()));
+        self
+    }
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    throttle: KeyThrottle,
+    backoff: ExponentialBuilder,
+}
+
+/// Client of the Close REST API. Cheap to clone; clones share the HTTP pool and the per-key
+/// throttle (rate limiter and 429 pauses).
+///
+/// Writes (POST/PUT/DELETE) are sent exactly once: a failed write is never re-sent by the
+/// client; check [`CloseError::is_ambiguous_write`] and look the object up before retrying.
+/// Reads are retried on 429 (after the reset) and transient failures, a bounded number of times.
+#[derive(Clone)]
+pub struct CloseClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CloseClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloseClient")
+            .field("base_url", &self.inner.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CloseClient {
+    /// Builds a client; fails on an unusable base URL or rate settings.
+    pub fn new(config: CloseClientConfig) -> Result<Self, CloseError> {
+        let base = Url::parse(&config.base_url)
+            .map_err(|e| CloseError::InvalidConfig(format!("base_url: {e}")))?;
+        if base.cannot_be_a_base() {
+            return Err(CloseError::InvalidConfig(format!(
+                "base_url {} cannot be a base URL",
+                config.base_url
+            )));
+        }
+        let throttle = KeyThrottle::new(config.rate_limit_rps, config.burst)
+            .map_err(CloseError::InvalidConfig)?;
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(config.user_agent.clone())
+            .build()
+            .map_err(|e| CloseError::InvalidConfig(format!("HTTP client: {e}")))?;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(config.retry_base_delay)
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(config.max_read_attempts.saturating_sub(1))
+            .with_jitter();
+        Ok(CloseClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                throttle,
+                backoff,
+            }),
+        })
+    }
+
+    /// Performs `call`, retrying reads on transient failures; returns the JSON body (an empty
+    /// object for an empty 2xx body).
+    pub(crate) async fn execute(&self, key: &ApiKey, call: &Call<'_>) -> Result<Value, CloseError> {
+        if !call.read {
+            return self.attempt(key, call).await;
+        }
+        (|| self.attempt(key, call))
+            .retry(self.inner.backoff)
+            .sleep(tokio::time::sleep)
+            .when(CloseError::is_transient)
+            // After a 429 the key's pause already holds the next attempt until the reset.
+            .adjust(|err, delay| match err {
+                CloseError::RateLimited { .. } => delay.map(|_| Duration::ZERO),
+                _ => delay,
+            })
+            .notify(|err, delay| {
+                tracing::debug!(
+                    group = call.group.as_str(),
+                    error = %err,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying Close read"
+                );
+            })
+            .await
+    }
+
+    /// Performs `call` and decodes the body into `T`.
+    pub(crate) async fn execute_as<T: DeserializeOwned>(
+        &self,
+        key: &ApiKey,
+        call: &Call<'_>,
+    ) -> Result<T, CloseError> {
+        decode(self.execute(key, call).await?)
+    }
+
+    /// GETs every page of a `{data, has_more}` list with `_skip`/`_limit`.
+    pub(crate) async fn list_all<T: DeserializeOwned>(
+        &self,
+        key: &ApiKey,
+        call: Call<'_>,
+    ) -> Result<Vec<T>, CloseError> {
+        let mut out = Vec::new();
+        let mut skip = 0usize;
+        for _ in 0..MAX_PAGES {
+            let mut page_call = Call {
+                method: call.method.clone(),
+                group: call.group,
+                segments: call.segments.clone(),
+                query: call.query.clone(),
+                body: call.body,
+                read: call.read,
+            };
+            page_call.query.push(("_skip", skip.to_string()));
+            page_call.query.push(("_limit", PAGE_SIZE.to_string()));
+            let page: ListPage<T> = self.execute_as(key, &page_call).await?;
+            let n = page.data.len();
+            out.extend(page.data);
+            if !page.has_more || n == 0 {
+                return Ok(out);
+            }
+            skip += n;
+        }
+        Err(CloseError::Decode(format!(
+            "listing did not end after {MAX_PAGES} pages"
+        )))
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<Url, CloseError> {
+        let mut url = self.inner.base.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|()| CloseError::InvalidConfig("base_url cannot be a base".into()))?;
+            path.pop_if_empty().extend(segments).push("");
+        }
+        Ok(url)
+    }
+
+    /// One request: wait for the key's throttle, send, record telemetry, map the answer.
+    async fn attempt(&self, key: &ApiKey, call: &Call<'_>) -> Result<Value, CloseError> {
+        let url = self.url(&call.segments)?;
+        self.inner.throttle.ready(key.expose()).await;
+
+        let mut request = self
+            .inner
+            .http
+            .request(call.method.clone(), url.clone())
+            .basic_auth(key.expose(), Some(""))
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !call.query.is_empty() {
+            request = request.query(&call.query);
+        }
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+
+        let started = Instant::now();
+        let outcome = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let headers = response.headers().clone();
+                response
+                    .text()
+                    .await
+                    .map(|text| (status, headers, text))
+                    .map_err(map_transport_error)
+            }
+            Err(e) => Err(map_transport_error(e)),
+        };
+        let elapsed = started.elapsed();
+        let status_label = match &outcome {
+            Ok((status, _, _)) => status.to_string(),
+            Err(CloseError::Timeout) => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        record_call(call, url.path(), &status_label, elapsed);
+        let (status, headers, text) = outcome?;
+
+        if let Some(wait) = proactive_wait(&headers) {
+            self.inner.throttle.pause(key.expose(), wait);
+        }
+        if status == 429 {
+            let body: Option<Value> = serde_json::from_str(&text).ok();
+            let wait = rate_limit_wait(&headers, body.as_ref());
+            self.inner.throttle.pause(key.expose(), wait);
+            metrics::counter!("closeio_rate_limited_total", "group" => call.group.as_str())
+                .increment(1);
+            tracing::info!(
+                group = call.group.as_str(),
+                wait_ms = wait.as_millis() as u64,
+                "Close rate limit hit; pausing requests for this key"
+            );
+            return Err(CloseError::RateLimited { wait });
+        }
+        if (200..300).contains(&status) {
+            if text.trim().is_empty() {
+                return Ok(Value::Object(Map::new()));
+            }
+            return serde_json::from_str(&text).map_err(|e| CloseError::Decode(e.to_string()));
+        }
+        Err(CloseError::from_status(status, &text))
+    }
+}
+
+/// Decodes a JSON value into `T`, mapping failures to [`CloseError::Decode`].
+pub(crate) fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CloseError> {
+    serde_json::from_value(value).map_err(|e| CloseError::Decode(e.to_string()))
+}
+
+fn map_transport_error(e: reqwest::Error) -> CloseError {
+    let e = e.without_url();
+    if e.is_connect() {
+        CloseError::Connect(e.to_string())
+    } else if e.is_timeout() {
+        CloseError::Timeout
+    } else {
+        CloseError::Transport(e.to_string())
+    }
+}
+
+fn record_call(call: &Call<'_>, path: &str, status: &str, elapsed: Duration) {
+    let group = call.group.as_str();
+    metrics::counter!(
+        "closeio_requests_total",
+        "group" => group,
+        "method" => call.method.as_str().to_owned(),
+        "status" => status.to_owned()
+    )
+    .increment(1);
+    metrics::histogram!("closeio_request_duration_seconds", "group" => group)
+        .record(elapsed.as_secs_f64());
+    tracing::debug!(
+        method = %call.method,
+        path,
+        status,
+        duration_ms = elapsed.as_millis() as u64,
+        "connector.service_api.call"
+    );
+}
