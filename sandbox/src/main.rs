@@ -68,6 +68,10 @@ struct Args {
     /// Base URL of the connector the Hull simulator notifies (e.g. http://127.0.0.1:8082).
     #[arg(long, env = "SANDBOX_HULL_CONNECTOR_URL")]
     hull_connector_url: Option<String>,
+    /// Organization host the Hull simulator advertises (REST, firehose and public-key URLs are
+    /// built from it), e.g. `sandbox:8091` in a container network. Default: the listen address.
+    #[arg(long, env = "SANDBOX_HULL_ORGANIZATION")]
+    hull_organization: Option<String>,
     /// Generated Hull accounts (0 = none).
     #[arg(long, env = "SANDBOX_HULL_SEED_ACCOUNTS", default_value_t = 0)]
     hull_seed_accounts: usize,
@@ -145,6 +149,7 @@ fn hull_config(args: &Args) -> anyhow::Result<HullConfig> {
             users_per_account: args.hull_users_per_account,
             segment_probability: args.hull_segment_probability,
         }),
+        organization: args.hull_organization.clone(),
         ..HullConfig::default()
     })
 }

@@ -242,7 +242,32 @@ pub async fn user(ctx: &Ctx, connector_id: &str, msg: &OutgoingMessage) -> Resul
     };
     let meta = common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
     let lead_id = lead_of(ctx, &t, &meta, account).await?;
-    sync_contact(ctx, &t, &meta, user, &lead_id).await
+    match sync_contact(ctx, &t, &meta, user, &lead_id).await {
+        // The lead we knew was deleted in Close: forget it, sync the account again (found by
+        // lookup or created), then the contact under the lead that exists.
+        Err(JobError::Close(e)) if lead_is_gone(&e) => {
+            let account_id = str_field(account, "id").unwrap_or_default();
+            tracing::warn!(connector = connector_id, account_id, lead_id = %lead_id,
+                "the account's lead no longer exists in Close; syncing the account again");
+            let client = ctx.store.pool().get().await.map_err(common::store::StoreError::from)?;
+            store::forget_close_id(&client, connector_id, EntityKind::Account, account_id).await?;
+            drop(client);
+            let mut fresh = account.clone();
+            fresh.remove("closeio/id");
+            let (_, lead_id) = sync_lead(ctx, &t, &meta, &fresh).await?;
+            sync_contact(ctx, &t, &meta, user, &lead_id).await
+        }
+        other => other,
+    }
+}
+
+/// Whether Close refused a contact write because its `lead_id` does not exist.
+fn lead_is_gone(e: &CloseError) -> bool {
+    match e {
+        CloseError::BadRequest { field_errors, .. } => field_errors.get("lead_id").is_some(),
+        CloseError::NotFound { message } => message.to_lowercase().contains("lead"),
+        _ => false,
+    }
 }
 
 /// The lead id of an account: from the sync state, the `closeio/id` attribute, or by syncing

@@ -63,6 +63,10 @@ pub struct HullConfig {
     pub generate: Option<GenerateSpec>,
     /// Maximum accepted request body in bytes (firehose and control API); 0 means 10 MiB.
     pub max_body_bytes: usize,
+    /// The organization host the simulator advertises (`configuration.organization`, REST and
+    /// public-key URLs), e.g. `sandbox:8091` inside a container network. `None`: the bound
+    /// `ip:port`.
+    pub organization: Option<String>,
 }
 
 /// A connector installed in the simulated organization.
@@ -249,7 +253,11 @@ impl HullSim {
             .await
             .with_context(|| format!("binding the Hull simulator to {listen}"))?;
         let addr = listener.local_addr()?;
-        let org = format!("{}:{}", addr.ip(), addr.port());
+        let org = config
+            .organization
+            .clone()
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| format!("{}:{}", addr.ip(), addr.port()));
         let base_url = format!("http://{org}");
         let signing_key = jsonwebtoken::EncodingKey::from_rsa_pem(PRIVATE_KEY_PEM.as_bytes())
             .context("loading the notification signing key")?;

@@ -1,0 +1,139 @@
+//! Static checks of the deployment files (no Docker engine is needed): docker-compose.yml
+//! parses, has every service with a healthcheck, runs only binaries this workspace builds, and
+//! sets only environment variables the code reads; docs/configuration.md documents every
+//! variable.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Every `[[bin]] name` of the workspace's crates.
+fn workspace_binaries() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for krate in ["ingest", "worker", "scheduler", "ctl", "sandbox"] {
+        let manifest = read(&format!("{krate}/Cargo.toml"));
+        for block in manifest.split("[[bin]]").skip(1) {
+            let name = block
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_string()))
+                .expect("bin name");
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// Variables read through the configuration tables, clap `env = "..."` attributes and the demo
+/// script.
+fn known_variables() -> BTreeSet<String> {
+    let mut vars: BTreeSet<String> = BTreeSet::new();
+    for table in [common::config::COMMON_VARS, ingest::config::VARS, worker::config::VARS, scheduler::VARS] {
+        vars.extend(table.iter().map(|(n, _, _)| n.to_string()));
+    }
+    let sandbox_main = read("sandbox/src/main.rs");
+    for part in sandbox_main.split("env = \"").skip(1) {
+        vars.insert(part.split('"').next().unwrap().to_string());
+    }
+    let demo = read("scripts/compose-demo.sh");
+    for part in demo.split("${").skip(1) {
+        vars.insert(part.split([':', '}']).next().unwrap().to_string());
+    }
+    vars
+}
+
+fn compose() -> Value {
+    let mut v: Value = serde_yaml::from_str(&read("docker-compose.yml")).expect("docker-compose.yml parses");
+    v.apply_merge().expect("merge keys resolve");
+    // Merges inside services (the `<<: *env` of environment maps) need a second pass per service.
+    if let Some(services) = v.get_mut("services").and_then(Value::as_mapping_mut) {
+        for (_, svc) in services.iter_mut() {
+            svc.apply_merge().unwrap();
+            if let Some(env) = svc.get_mut("environment") {
+                env.apply_merge().unwrap();
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn compose_has_every_service_with_healthchecks() {
+    let c = compose();
+    let services = c["services"].as_mapping().expect("services");
+    for name in ["postgres", "rabbitmq", "migrate", "sandbox", "ingest", "worker", "scheduler"] {
+        assert!(services.contains_key(name), "service {name} missing");
+    }
+    for name in ["postgres", "rabbitmq", "sandbox", "ingest", "worker", "scheduler"] {
+        assert!(c["services"][name].get("healthcheck").is_some(), "{name} has no healthcheck");
+    }
+    // The worker must be scalable: no fixed container name and no published port.
+    assert!(c["services"]["worker"].get("container_name").is_none());
+    assert!(c["services"]["worker"].get("ports").is_none());
+    // Migrations run once, before the services.
+    assert_eq!(c["services"]["migrate"]["command"][0], "closeio-ctl");
+    assert_eq!(c["services"]["migrate"]["command"][1], "migrate");
+    for svc in ["ingest", "worker", "scheduler"] {
+        assert_eq!(
+            c["services"][svc]["depends_on"]["migrate"]["condition"], "service_completed_successfully",
+            "{svc} must wait for the migrations"
+        );
+    }
+    assert!(c["services"]["rabbitmq"]["image"].as_str().unwrap().contains("management"));
+}
+
+#[test]
+fn compose_commands_and_variables_exist_in_the_code() {
+    let c = compose();
+    let bins = workspace_binaries();
+    let dockerfile = read("Dockerfile");
+    let vars = known_variables();
+    for (name, svc) in c["services"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let image = svc.get("image").and_then(Value::as_str).unwrap_or_default();
+        if !image.starts_with("closeio-sync") {
+            continue;
+        }
+        let cmd = svc["command"][0].as_str().unwrap_or_else(|| panic!("{name} has no command"));
+        let known = bins.contains(cmd) || dockerfile.contains(&format!("/usr/local/bin/{cmd}"));
+        assert!(known, "{name} runs {cmd}, which the workspace does not build");
+        if bins.contains(cmd) {
+            assert!(dockerfile.contains(&format!("target/release/{cmd}")), "the Dockerfile does not install {cmd}");
+        }
+        if let Some(env) = svc.get("environment").and_then(Value::as_mapping) {
+            for (k, _) in env {
+                let k = k.as_str().unwrap();
+                assert!(vars.contains(k), "{name} sets {k}, which no binary reads");
+            }
+        }
+    }
+}
+
+#[test]
+fn configuration_doc_lists_every_variable() {
+    let doc = read("docs/configuration.md");
+    for table in [common::config::COMMON_VARS, ingest::config::VARS, worker::config::VARS, scheduler::VARS] {
+        for (name, _, _) in table {
+            assert!(doc.contains(&format!("`{name}`")), "docs/configuration.md does not document {name}");
+        }
+    }
+}
+
+#[test]
+fn readme_first_screen_gives_the_two_commands() {
+    let readme = read("README.md");
+    let first: String = readme.lines().take(40).collect::<Vec<_>>().join("\n");
+    assert!(first.contains("docker compose up"), "README must say how to start the system");
+    assert!(first.contains("scripts/demo.sh"), "README must give the no-Docker start command");
+    assert!(first.contains("cargo nextest run --workspace"), "README must give the test command");
+    let ci = read(".ci/run");
+    assert!(ci.contains("cargo nextest run --workspace"), ".ci/run must run the README's test command");
+}
