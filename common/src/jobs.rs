@@ -73,6 +73,37 @@ pub enum Job {
     OutgoingAccount(OutgoingMessage),
     /// Push a Hull user to Close as a contact.
     OutgoingUser(OutgoingMessage),
+    /// Plan a fetch run (split it into windows, apply the event log) and start its pages.
+    FetchStart {
+        /// The run (a row of `fetch_runs`).
+        run_id: Uuid,
+    },
+    /// Read one page of a fetch run's window and write it to Hull.
+    FetchPage {
+        /// The run.
+        run_id: Uuid,
+        /// The window within the run.
+        window: i32,
+        /// Sequence number of the page within the window (stale numbers are ignored).
+        seq: i32,
+    },
+    /// Read one lead (with its contacts) from Close and write it to Hull (webhooks).
+    RefreshLead {
+        /// Close lead id.
+        lead_id: String,
+    },
+    /// A lead or contact deleted (or a lead merged away) in Close: mark it in Hull.
+    CloseDeleted {
+        /// `account` for a lead, `user` for a contact.
+        kind: EntityKind,
+        /// Close lead or contact id.
+        close_id: String,
+        /// When it happened (Close timestamp).
+        at: String,
+        /// For a lead absorbed by a merge: the surviving lead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        merged_into: Option<String>,
+    },
 }
 
 impl Job {
@@ -80,6 +111,9 @@ impl Job {
     pub fn queue(&self) -> QueueKind {
         match self {
             Job::OutgoingAccount(_) | Job::OutgoingUser(_) => QueueKind::Outgoing,
+            Job::FetchStart { .. } | Job::FetchPage { .. } | Job::RefreshLead { .. } | Job::CloseDeleted { .. } => {
+                QueueKind::Incoming
+            }
         }
     }
 
@@ -88,6 +122,10 @@ impl Job {
         match self {
             Job::OutgoingAccount(_) => "outgoing_account",
             Job::OutgoingUser(_) => "outgoing_user",
+            Job::FetchStart { .. } => "fetch_start",
+            Job::FetchPage { .. } => "fetch_page",
+            Job::RefreshLead { .. } => "refresh_lead",
+            Job::CloseDeleted { .. } => "close_deleted",
         }
     }
 
@@ -96,6 +134,10 @@ impl Job {
         match self {
             Job::OutgoingAccount(m) => m.message.pointer("/account/id").and_then(Value::as_str).map(|id| format!("account:{id}")),
             Job::OutgoingUser(m) => m.message.pointer("/user/id").and_then(Value::as_str).map(|id| format!("user:{id}")),
+            Job::FetchStart { run_id } | Job::FetchPage { run_id, .. } => Some(format!("fetch:{run_id}")),
+            Job::RefreshLead { lead_id } => Some(format!("lead:{lead_id}")),
+            Job::CloseDeleted { kind: EntityKind::Account, close_id, .. } => Some(format!("lead:{close_id}")),
+            Job::CloseDeleted { kind: EntityKind::User, close_id, .. } => Some(format!("contact:{close_id}")),
         }
     }
 }
@@ -155,6 +197,21 @@ mod tests {
         assert_eq!(back.job.queue(), QueueKind::Outgoing);
         let v: Value = serde_json::from_slice(&env.to_bytes()).unwrap();
         assert_eq!(v["job"]["type"], "outgoing_account");
+    }
+
+    #[test]
+    fn incoming_jobs_go_to_the_incoming_queue() {
+        let run_id = Uuid::new_v4();
+        let env = Envelope::new("c1", Job::FetchPage { run_id, window: 2, seq: 7 });
+        let back = Envelope::from_bytes(&env.to_bytes()).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.job.queue(), QueueKind::Incoming);
+        assert_eq!(back.job.entity_key(), Some(format!("fetch:{run_id}")));
+        let v: Value = serde_json::from_slice(&env.to_bytes()).unwrap();
+        assert_eq!(v["job"]["type"], "fetch_page");
+        let del = Job::CloseDeleted { kind: EntityKind::User, close_id: "cont_1".into(), at: "t".into(), merged_into: None };
+        assert_eq!(del.entity_key().as_deref(), Some("contact:cont_1"));
+        assert_eq!(del.name(), "close_deleted");
     }
 
     #[test]

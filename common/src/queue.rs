@@ -164,6 +164,8 @@ impl Queue {
             )
             .await?;
         }
+        // Close the channel before its connection goes away (avoids a spurious error log).
+        let _ = ch.close(200, "declared".into()).await;
         Ok(())
     }
 

@@ -25,6 +25,9 @@ pub struct IngestConfig {
     pub flow_control_in_ms: u64,
     /// `PUBLISH_BATCH`: jobs published per confirm round trip for `/batch` extracts.
     pub publish_batch: usize,
+    /// `CLOSE_WEBHOOK_TOLERANCE_SECS`: how far a Close webhook's `close-sig-timestamp` may be
+    /// from now (older deliveries are refused as replays).
+    pub webhook_tolerance: std::time::Duration,
 }
 
 /// Ingest-specific variables for `--help`.
@@ -37,6 +40,7 @@ pub const VARS: &[(&str, &str, &str)] = &[
     ("FLOW_CONTROL_SIZE", "100", "messages per notification asked from Hull"),
     ("FLOW_CONTROL_IN_MS", "1", "delay before the next notification, in ms"),
     ("PUBLISH_BATCH", "500", "jobs published per confirm round trip for /batch"),
+    ("CLOSE_WEBHOOK_TOLERANCE_SECS", "300", "accepted distance between a Close webhook's timestamp and now"),
 ];
 
 impl IngestConfig {
@@ -70,6 +74,7 @@ impl IngestConfig {
             flow_control_size: config::positive_or(src, "FLOW_CONTROL_SIZE", 100u32)?,
             flow_control_in_ms: config::parse_or(src, "FLOW_CONTROL_IN_MS", 1u64)?,
             publish_batch: config::positive_or(src, "PUBLISH_BATCH", 500usize)?,
+            webhook_tolerance: config::secs_or(src, "CLOSE_WEBHOOK_TOLERANCE_SECS", 300.0)?,
         })
     }
 }

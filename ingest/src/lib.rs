@@ -5,6 +5,7 @@
 pub mod config;
 pub mod notify;
 mod routes;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,6 +94,9 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/smart-notifier", post(notify::smart_notifier))
         .route("/batch", post(routes::batch))
+        .route("/fetch", post(webhooks::fetch))
+        .route("/fetch-recent-leads", post(webhooks::fetch))
+        .route("/webhooks/close/{connector_id}", post(webhooks::close_webhook))
         .route("/status", any(routes::status))
         .route("/leadstatuses", get(routes::lead_statuses))
         .route("/fields-account-ident", get(routes::fields_account_ident))

@@ -275,14 +275,50 @@ pub async fn admin(State(app): State<App>, Query(q): Query<HashMap<String, Strin
             rows.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(&v)));
         }
     }
+    if let Ok(Some(p)) = app.store.incoming_progress(&connector.id).await {
+        let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
+        let mut incoming = vec![
+            ("Leads fetched up to", fmt(p.cursor)),
+            ("Lag", p.lag_seconds.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "-".into())),
+            ("Full import completed", fmt(p.full_import_completed_at)),
+        ];
+        if let Some(run) = &p.last_run {
+            incoming.push(("Last fetch", format!("{} ({}): {} pages, {} leads", run.kind, run.state, run.pages_done, run.leads_imported)));
+        }
+        for (k, v) in incoming {
+            rows.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(&v)));
+        }
+    }
     let messages: String =
         connector.status_messages.iter().map(|m| format!("<li>{}</li>", escape(m))).collect();
+    // The query string carries the credentials the button needs, as Hull's dashboard gives them.
+    let query: String = q
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "organization" | "ship" | "id" | "secret"))
+        .map(|(k, v)| format!("{}={}", k, url_escape(v)))
+        .collect::<Vec<_>>()
+        .join("&");
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Close.io</title></head><body>\
-         <h1>Close.io</h1><p>Status: <strong>{}</strong></p><ul>{}</ul><table>{}</table></body></html>",
+         <h1>Close.io</h1><p>Status: <strong>{}</strong></p><ul>{}</ul><table>{}</table>\
+         <p>Fetch recently updated Close.io Leads and linked Contacts. When run just after installing the \
+         connector, it imports every lead; otherwise it fetches the leads updated since the last fetch.</p>\
+         <form method=\"post\" action=\"/fetch-recent-leads?{}\" \
+         onsubmit=\"return confirm('This can generate a lot of traffic. Are you sure?')\">\
+         <button type=\"submit\">Fetch Recently Updated Leads</button></form></body></html>",
         escape(&connector.status),
         messages,
-        rows
+        rows,
+        escape(&query)
     ))
     .into_response()
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1,6 +1,9 @@
 //! The scheduler: one active instance (a Postgres advisory lock; a second instance waits and
 //! takes over when the first one dies). Each tick it republishes due retries, runs the status
-//! checks that are due (pushed to Hull) and refreshes stale Close metadata.
+//! checks that are due (pushed to Hull) and refreshes stale Close metadata, and schedules the
+//! incoming sync (full imports, incremental fetches, webhook subscriptions; see [`fetch`]).
+
+pub mod fetch;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,6 +36,8 @@ pub struct SchedulerConfig {
     pub metadata_interval: Duration,
     /// `RETRY_BATCH`: due retries republished per tick at most.
     pub retry_batch: i64,
+    /// Incoming sync scheduling (`FETCH_*`, `PUBLIC_URL`, `WEBHOOK_CHECK_SECS`).
+    pub fetch: fetch::FetchConfig,
 }
 
 /// Scheduler-specific variables for `--help`.
@@ -42,6 +47,14 @@ pub const VARS: &[(&str, &str, &str)] = &[
     ("STATUS_INTERVAL_SECS", "1800", "seconds between status checks of a connector"),
     ("METADATA_REFRESH_SECS", "3600", "seconds between refreshes of a connector's Close metadata"),
     ("RETRY_BATCH", "500", "due retries republished per pass at most"),
+    ("FETCH_INTERVAL_SECS", "300", "seconds between incremental fetches (setting fetch_interval_minutes wins)"),
+    ("FETCH_OVERLAP_SECS", "300", "seconds before the cursor an incremental fetch re-reads"),
+    ("FETCH_PAGE_SIZE", "200", "leads per Close search page"),
+    ("FETCH_WINDOWS", "8", "time windows a full import is split into (read in parallel)"),
+    ("FETCH_SPLIT_SECS", "3600", "incremental ranges longer than this are split into windows too"),
+    ("FETCH_LEASE_SECS", "900", "a fetch run without progress for this long is abandoned"),
+    ("PUBLIC_URL", "(none)", "ingest's public base URL for Close webhooks (none: polling only)"),
+    ("WEBHOOK_CHECK_SECS", "900", "seconds between checks of a connector's Close webhook subscription"),
 ];
 
 impl SchedulerConfig {
@@ -54,6 +67,7 @@ impl SchedulerConfig {
             status_interval: config::secs_or(src, "STATUS_INTERVAL_SECS", 1800.0)?,
             metadata_interval: config::secs_or(src, "METADATA_REFRESH_SECS", 3600.0)?,
             retry_batch: config::positive_or(src, "RETRY_BATCH", 500i64)?,
+            fetch: fetch::FetchConfig::from_source(src)?,
         })
     }
 }
@@ -67,6 +81,8 @@ pub struct TickReport {
     pub status_checks: usize,
     /// Metadata refreshes.
     pub metadata_refreshed: usize,
+    /// Incoming sync: runs started or expired, webhook subscriptions checked.
+    pub incoming: fetch::FetchReport,
 }
 
 /// The scheduler.
@@ -137,6 +153,7 @@ impl Scheduler {
             }
             Err(e) => tracing::warn!(error = %e, "could not list connectors"),
         }
+        report.incoming = self.schedule_incoming().await;
         report
     }
 

@@ -18,6 +18,8 @@ use sandbox::hull::{ConnectorSeed, HullConfig, HullSim};
 
 pub use sandbox;
 
+pub mod services;
+
 /// The connector id every test uses.
 pub const CONNECTOR_ID: &str = "5c092905c36af496c700012e";
 /// Its secret.
@@ -68,28 +70,34 @@ pub struct TestDb {
     /// Its URL.
     pub url: String,
     name: String,
+    admin_url: String,
 }
 
 impl TestDb {
     /// Creates and migrates a database with a unique name.
     pub async fn create() -> anyhow::Result<TestDb> {
+        TestDb::create_on(&admin_db_url()).await
+    }
+
+    /// Creates and migrates a database with a unique name on the server of `admin_url`.
+    pub async fn create_on(admin_url: &str) -> anyhow::Result<TestDb> {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let (client, conn) = tokio_postgres::connect(&admin_db_url(), NoTls).await?;
+        let (client, conn) = tokio_postgres::connect(admin_url, NoTls).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
         client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
-        let mut url = url_with_db(&admin_db_url(), &name);
+        let mut url = url_with_db(admin_url, &name);
         if url.is_empty() {
-            url = admin_db_url();
+            url = admin_url.to_string();
         }
         common::store::migrate(&url).await?;
-        Ok(TestDb { url, name })
+        Ok(TestDb { url, name, admin_url: admin_url.to_string() })
     }
 
     /// Drops the database.
     pub async fn drop_db(&self) {
-        if let Ok((client, conn)) = tokio_postgres::connect(&admin_db_url(), NoTls).await {
+        if let Ok((client, conn)) = tokio_postgres::connect(&self.admin_url, NoTls).await {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -123,6 +131,8 @@ pub struct EnvOptions {
     pub skip_signature: bool,
     /// Override the AMQP URL (a private broker).
     pub amqp_url: Option<String>,
+    /// Override the admin database URL the test database is created with (a private cluster).
+    pub admin_db_url: Option<String>,
 }
 
 impl Default for EnvOptions {
@@ -134,6 +144,7 @@ impl Default for EnvOptions {
             users: vec![],
             skip_signature: false,
             amqp_url: None,
+            admin_db_url: None,
         }
     }
 }
@@ -162,7 +173,10 @@ impl TestEnv {
     /// Starts everything.
     pub async fn start(opts: EnvOptions) -> anyhow::Result<TestEnv> {
         init_logs();
-        let db = TestDb::create().await?;
+        let db = match &opts.admin_db_url {
+            Some(admin) => TestDb::create_on(admin).await?,
+            None => TestDb::create().await?,
+        };
         let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
         let mut close_cfg = opts.close.clone();
         if !close_cfg.api_keys.iter().any(|k| k == API_KEY) {
@@ -217,6 +231,8 @@ impl TestEnv {
         let ingest_stop = CancellationToken::new();
         let (ingest_addr, ingest_task) = ingest::start(ingest_cfg, ingest_stop.clone()).await?;
         hull.set_connector_url(CONNECTOR_ID, &format!("http://{ingest_addr}"));
+        // Close webhooks are delivered to the in-process ingest.
+        vars.insert("PUBLIC_URL".into(), format!("http://{ingest_addr}"));
         let worker = worker::Worker::new(worker::WorkerConfig::from_source(&vars)?)?;
         Ok(TestEnv { db, prefix, close, hull, ingest_addr, ingest_stop, ingest_task, vars, worker })
     }
@@ -234,6 +250,21 @@ impl TestEnv {
     /// Another worker on the same system.
     pub fn new_worker(&self) -> anyhow::Result<worker::Worker> {
         Ok(worker::Worker::new(worker::WorkerConfig::from_source(&self.vars)?)?)
+    }
+
+    /// A scheduler on this system, configured from [`TestEnv::vars`] (its `PUBLIC_URL` is
+    /// ingest's URL, so Close webhook subscriptions point at the in-process ingest).
+    pub fn scheduler(&self) -> anyhow::Result<scheduler::Scheduler> {
+        self.scheduler_with(&[])
+    }
+
+    /// A scheduler with some variables overridden.
+    pub fn scheduler_with(&self, overrides: &[(&str, &str)]) -> anyhow::Result<scheduler::Scheduler> {
+        let mut vars = self.vars.clone();
+        for (k, v) in overrides {
+            vars.insert((*k).to_string(), (*v).to_string());
+        }
+        scheduler::Scheduler::new(scheduler::SchedulerConfig::from_source(&vars)?)
     }
 
     /// A store handle on the test database.

@@ -303,7 +303,15 @@ async fn manifest_declares_every_setting_and_endpoint() {
     // And the admin page renders for the connector.
     let res = reqwest::get(format!("{}/admin?{}", env.ingest_url(), env.creds_query())).await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
-    assert!(res.text().await.unwrap().contains("Close.io"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Close.io"));
+    assert!(page.contains("Fetch Recently Updated Leads"));
+    // The button posts to /fetch-recent-leads with the connector's credentials.
+    let action = page.split("action=\"").nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&");
+    assert!(action.starts_with("/fetch-recent-leads?"), "{action}");
+    let res = reqwest::Client::new().post(format!("{}{action}", env.ingest_url())).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["ok"], json!(true));
     env.cleanup().await;
 }
 

@@ -335,3 +335,40 @@ async fn invalid_close_data_is_dead_lettered_with_readable_field_error() {
     assert!(dead[0].last_error.contains("status"), "{}", dead[0].last_error);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_lead_deleted_in_close_is_recreated_for_its_account_and_users() {
+    let env = env_with(
+        vec![account("acme.com", "Acme", SYNC_SEGMENT)],
+        vec![json!({"email": "jane@acme.com", "name": "Jane", "account_domain": "acme.com"})],
+    )
+    .await;
+    let aid = account_id(&env, "acme.com");
+    notify_accounts(&env, &[aid.clone()]).await;
+    env.drain().await.unwrap();
+    let old = env.leads_with_url("acme.com")[0]["id"].as_str().unwrap().to_string();
+    env.close.ui_delete_lead(&old).unwrap();
+
+    // A user of that account: the stale lead is detected, the account synced again, the contact
+    // created under the new lead.
+    let uid = user_id(&env, "jane@acme.com");
+    notify_users(&env, &[uid.clone()]).await;
+    env.drain().await.unwrap();
+    let leads = env.leads_with_url("acme.com");
+    assert_eq!(leads.len(), 1);
+    let new = leads[0]["id"].as_str().unwrap();
+    assert_ne!(new, old);
+    let contacts = env.close.contacts();
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(contacts[0]["lead_id"], json!(new));
+    assert_eq!(env.hull.find_user("id", &uid).unwrap().attributes["closeio/lead_id"], json!(new));
+    assert!(env.store().unwrap().dead_letters(None, None, None, true, 10).await.unwrap().is_empty());
+
+    // The account changes: PUT on the known lead works again.
+    env.hull.upsert_account(json!({"id": aid, "domain": "acme.com", "name": "Acme 2"}));
+    notify_accounts(&env, &[aid]).await;
+    env.drain().await.unwrap();
+    assert_eq!(env.leads_with_url("acme.com").len(), 1);
+    assert_eq!(env.leads_with_url("acme.com")[0]["name"], "Acme 2");
+    env.cleanup().await;
+}

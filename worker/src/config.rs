@@ -27,6 +27,11 @@ pub struct WorkerConfig {
     pub drain: Duration,
     /// `METADATA_TTL_SECS`: cached Close metadata older than this is refreshed on use.
     pub metadata_ttl: Duration,
+    /// `FIREHOSE_BATCH_SIZE`: entries per firehose call at most (write-backs of concurrent jobs
+    /// share calls).
+    pub firehose_batch: usize,
+    /// `FIREHOSE_LINGER_MS`: how long a write-back waits for others to share its call.
+    pub firehose_linger: Duration,
 }
 
 /// Worker-specific variables for `--help`.
@@ -39,6 +44,8 @@ pub const VARS: &[(&str, &str, &str)] = &[
     ("WORKER_RETRY_MAX_SECS", "3600", "longest delay of the persisted retry schedule"),
     ("WORKER_DRAIN_SECS", "30", "time in-flight jobs get to finish on SIGTERM"),
     ("METADATA_TTL_SECS", "3600", "age at which cached Close metadata is refreshed"),
+    ("FIREHOSE_BATCH_SIZE", "50", "entries per Hull firehose call at most"),
+    ("FIREHOSE_LINGER_MS", "20", "how long a write-back waits to share a firehose call"),
 ];
 
 impl WorkerConfig {
@@ -54,6 +61,8 @@ impl WorkerConfig {
             retry_max: config::secs_or(src, "WORKER_RETRY_MAX_SECS", 3600.0)?,
             drain: config::secs_or(src, "WORKER_DRAIN_SECS", 30.0)?,
             metadata_ttl: config::secs_or(src, "METADATA_TTL_SECS", 3600.0)?,
+            firehose_batch: config::positive_or(src, "FIREHOSE_BATCH_SIZE", 50usize)?,
+            firehose_linger: Duration::from_millis(config::parse_or(src, "FIREHOSE_LINGER_MS", 20u64)?),
         })
     }
 }

@@ -3,6 +3,8 @@
 //! its outcome is committed (done, scheduled for retry, parked or dead-lettered).
 
 pub mod config;
+pub mod incoming;
+pub mod firehose;
 pub mod outgoing;
 
 use std::sync::Arc;
@@ -26,7 +28,12 @@ use common::queue::{Queue, QueueError};
 use common::store::{Store, StoreError};
 
 pub use config::WorkerConfig;
+pub use incoming::IncomingOutcome;
 pub use outgoing::Outcome;
+
+/// How long a delivery whose outcome could not be recorded is held while Postgres is
+/// unreachable, before it goes back to the queue anyway.
+pub const STORE_OUTAGE_HOLD: Duration = Duration::from_secs(120);
 
 /// A job failure, classified.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +85,8 @@ pub struct Ctx {
     pub close: CloseClient,
     /// Hull.
     pub hull: HullClient,
+    /// Batched firehose writes of the outgoing jobs.
+    pub firehose: firehose::FirehoseSink,
     /// Configuration.
     pub cfg: WorkerConfig,
 }
@@ -87,12 +96,20 @@ pub struct Ctx {
 pub enum Disposition {
     /// Done (written, unchanged or skipped).
     Done(Outcome),
+    /// An incoming job done (Close → Hull).
+    Incoming(IncomingOutcome),
     /// Scheduled for a later attempt in Postgres.
     Retry,
     /// Parked until the connector's settings are fixed.
     Parked,
     /// Recorded as a dead letter.
     Dead,
+}
+
+/// The result of a job of either direction.
+enum JobOutcome {
+    Outgoing(Outcome),
+    Incoming(IncomingOutcome),
 }
 
 /// A worker process (or an in-process worker in tests).
@@ -118,7 +135,8 @@ impl Worker {
             firehose_url: c.hull_firehose_url.clone(),
             ..HullClientConfig::default()
         })?;
-        Ok(Worker { ctx: Arc::new(Ctx { store, queue, close, hull, cfg }) })
+        let firehose = firehose::FirehoseSink::spawn(hull.clone(), cfg.firehose_batch, cfg.firehose_linger);
+        Ok(Worker { ctx: Arc::new(Ctx { store, queue, close, hull, firehose, cfg }) })
     }
 
     /// The shared state (tests inspect it).
@@ -155,10 +173,13 @@ impl Worker {
         metrics::histogram!("worker_job_duration_seconds", "job" => job_name).record(start.elapsed().as_secs_f64());
         let disposition = match result {
             Ok(outcome) => {
-                if env.attempt > 0 {
-                    self.ctx.store.clear_retry(env.id).await?;
+                // A retry row may exist whatever the attempt number: parked jobs keep theirs
+                // (parking burns no attempt), so the row is cleared on every success.
+                self.ctx.store.clear_retry(env.id).await?;
+                match outcome {
+                    JobOutcome::Outgoing(o) => Disposition::Done(o),
+                    JobOutcome::Incoming(o) => Disposition::Incoming(o),
                 }
-                Disposition::Done(outcome)
             }
             Err(e) => self.record_failure(&env, &e).await?,
         };
@@ -166,6 +187,8 @@ impl Worker {
             Disposition::Done(Outcome::Written { .. }) => "written",
             Disposition::Done(Outcome::Unchanged { .. }) => "unchanged",
             Disposition::Done(Outcome::Skipped(_)) => "skipped",
+            Disposition::Incoming(IncomingOutcome::Stale(_)) => "stale",
+            Disposition::Incoming(_) => "imported",
             Disposition::Retry => "retry",
             Disposition::Parked => "parked",
             Disposition::Dead => "dead",
@@ -174,10 +197,19 @@ impl Worker {
         Ok(disposition)
     }
 
-    async fn run_job(&self, env: &Envelope) -> Result<Outcome, JobError> {
+    async fn run_job(&self, env: &Envelope) -> Result<JobOutcome, JobError> {
+        let (ctx, cid) = (&self.ctx, env.connector_id.as_str());
         match &env.job {
-            Job::OutgoingAccount(m) => outgoing::account(&self.ctx, &env.connector_id, m).await,
-            Job::OutgoingUser(m) => outgoing::user(&self.ctx, &env.connector_id, m).await,
+            Job::OutgoingAccount(m) => outgoing::account(ctx, cid, m).await.map(JobOutcome::Outgoing),
+            Job::OutgoingUser(m) => outgoing::user(ctx, cid, m).await.map(JobOutcome::Outgoing),
+            Job::FetchStart { run_id } => incoming::fetch_start(ctx, cid, *run_id).await.map(JobOutcome::Incoming),
+            Job::FetchPage { run_id, window, seq } => {
+                incoming::fetch_page(ctx, cid, *run_id, *window, *seq).await.map(JobOutcome::Incoming)
+            }
+            Job::RefreshLead { lead_id } => incoming::refresh_lead(ctx, cid, lead_id).await.map(JobOutcome::Incoming),
+            Job::CloseDeleted { kind, close_id, at, merged_into } => {
+                incoming::close_deleted(ctx, cid, *kind, close_id, at, merged_into.as_deref()).await.map(JobOutcome::Incoming)
+            }
         }
     }
 
@@ -187,6 +219,11 @@ impl Worker {
         let (kind_event, entity) = match &env.job {
             Job::OutgoingAccount(_) => ("outgoing.account.error", env.job.entity_key()),
             Job::OutgoingUser(_) => ("outgoing.user.error", env.job.entity_key()),
+            Job::FetchStart { .. } | Job::FetchPage { .. } => ("incoming.job.error", env.job.entity_key()),
+            Job::RefreshLead { .. } | Job::CloseDeleted { kind: common::jobs::EntityKind::Account, .. } => {
+                ("incoming.account.error", env.job.entity_key())
+            }
+            Job::CloseDeleted { .. } => ("incoming.user.error", env.job.entity_key()),
         };
         let class = e.class();
         tracing::warn!(connector = %env.connector_id, entity = ?entity, attempt = env.attempt, class = class.label(), error = %error, "{kind_event}");
@@ -204,7 +241,9 @@ impl Worker {
                 let mut next = env.clone();
                 next.attempt += 1;
                 if next.attempt >= ctx.cfg.max_attempts {
-                    self.dead_letter(&next, &format!("gave up after {} attempts: {error}", next.attempt)).await?;
+                    // Recorded with the attempt that failed last, so the dead letter counts
+                    // the attempts made (`attempt + 1`), not one more.
+                    self.dead_letter(env, &format!("gave up after {} attempts: {error}", next.attempt)).await?;
                     return Ok(Disposition::Dead);
                 }
                 let delay = retry_delay(&ctx.cfg, next.attempt, after);
@@ -243,9 +282,25 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not record the job's outcome; returning it to the queue");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Every requeue counts against the broker's delivery limit: hold the message
+                // until the database answers again, so an outage does not burn its deliveries
+                // (and the prefetch window stops the intake meanwhile).
+                self.wait_for_store().await;
                 let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
             }
+        }
+    }
+
+    /// Waits (with backoff, at most [`STORE_OUTAGE_HOLD`]) until Postgres answers again.
+    async fn wait_for_store(&self) {
+        let deadline = Instant::now() + STORE_OUTAGE_HOLD;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            tokio::time::sleep(pause).await;
+            if self.ctx.store.ping().await.is_ok() || Instant::now() >= deadline {
+                return;
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 

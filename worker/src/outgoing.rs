@@ -175,7 +175,7 @@ async fn sync_lead(
         traits.extend(mapping::opportunity_traits(&lead));
     }
     let claims = claims_from(account, &["id", "external_id", "domain"]);
-    ctx.hull.send_firehose(&t.creds, vec![FirehoseEntry::traits_account(claims, traits)?]).await?;
+    ctx.firehose.send(&t.creds, vec![FirehoseEntry::traits_account(claims, traits)?]).await?;
 
     let new_state = SyncState { close_id: Some(lead_id.clone()), lead_id: None, body_hash: Some(hash), failures: 0 };
     store::save_success(&tx, cid, EntityKind::Account, hull_id, &new_state).await?;
@@ -339,7 +339,7 @@ async fn sync_contact(
     }
     let traits = mapping::contact_traits(&t.settings, meta, &response);
     let claims = claims_from(user, &["id", "email", "external_id"]);
-    ctx.hull.send_firehose(&t.creds, vec![FirehoseEntry::traits_user(claims, traits)?]).await?;
+    ctx.firehose.send(&t.creds, vec![FirehoseEntry::traits_user(claims, traits)?]).await?;
 
     let new_state = SyncState {
         close_id: Some(contact_id.clone()),

@@ -18,6 +18,9 @@ use crate::crypto::{fingerprint, CryptoError, SecretBox};
 use crate::error::{Classify, ErrorClass};
 use crate::jobs::{EntityKind, Envelope};
 
+mod incoming;
+pub use incoming::*;
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
@@ -756,4 +759,20 @@ impl Store {
         )
         .await?)
     }
+}
+
+/// Forgets the Close id of an entity (it no longer exists in Close), keeping its row.
+pub async fn forget_close_id(
+    c: &impl GenericClient,
+    connector_id: &str,
+    kind: EntityKind,
+    hull_id: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE sync_state SET close_id = NULL, body_hash = NULL, updated_at = now()
+         WHERE connector_id = $1 AND kind = $2 AND hull_id = $3",
+        &[&connector_id, &kind.as_str(), &hull_id],
+    )
+    .await?;
+    Ok(())
 }

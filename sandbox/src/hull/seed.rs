@@ -146,6 +146,7 @@ pub(crate) fn build_store(config: &HullConfig, org: &str) -> Store {
 fn reseed_profiles(store: &mut Store, config: &HullConfig) {
     store.users.clear();
     store.accounts.clear();
+    store.index.clear();
     store.next_id = 0;
     for account in &config.accounts {
         store.upsert(Kind::Account, account);

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Number, Value};
 use super::{Connector, FirehoseRecord, NotificationRecord, Profile};
 
 /// Which kind of profile an operation is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
     User,
     Account,
@@ -313,9 +313,83 @@ pub(crate) struct Store {
     pub(crate) flow_size: HashMap<String, usize>,
     /// Id counter; ids are `<prefix><counter>` so creation order equals id order.
     pub(crate) next_id: u64,
+    /// Claim value → profile ids, kept in step with every profile change (identity lookups
+    /// stay O(1) however many profiles there are).
+    pub(crate) index: ClaimIndex,
+}
+
+/// Index of identity claims (`email`/`domain` case-insensitive, `external_id`,
+/// `anonymous_id`) to profile ids.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimIndex {
+    by_claim: std::collections::HashMap<(Kind, &'static str, String), std::collections::BTreeSet<String>>,
+    by_profile: std::collections::HashMap<(Kind, String), Vec<(&'static str, String)>>,
+}
+
+impl ClaimIndex {
+    fn claims_of(kind: Kind, profile: &Profile) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let ident: &'static str = match kind {
+            Kind::User => "email",
+            Kind::Account => "domain",
+        };
+        if let Some(v) = profile.attributes.get(ident).and_then(Value::as_str) {
+            out.push((ident, v.to_ascii_lowercase()));
+        }
+        match profile.attributes.get("external_id") {
+            Some(Value::String(v)) => out.push(("external_id", v.clone())),
+            Some(Value::Number(n)) => out.push(("external_id", n.to_string())),
+            _ => {}
+        }
+        for a in &profile.anonymous_ids {
+            out.push(("anonymous_id", a.clone()));
+        }
+        out
+    }
+
+    /// Re-indexes one profile (`None`: it was removed).
+    fn update(&mut self, kind: Kind, id: &str, profile: Option<&Profile>) {
+        if let Some(old) = self.by_profile.remove(&(kind, id.to_string())) {
+            for (key, value) in old {
+                if let Some(ids) = self.by_claim.get_mut(&(kind, key, value.clone())) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        self.by_claim.remove(&(kind, key, value));
+                    }
+                }
+            }
+        }
+        if let Some(p) = profile {
+            let claims = Self::claims_of(kind, p);
+            for (key, value) in &claims {
+                self.by_claim.entry((kind, key, value.clone())).or_default().insert(id.to_string());
+            }
+            self.by_profile.insert((kind, id.to_string()), claims);
+        }
+    }
+
+    fn first(&self, kind: Kind, key: &'static str, value: &str) -> Option<String> {
+        self.by_claim.get(&(kind, key, value.to_string())).and_then(|ids| ids.iter().next().cloned())
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&mut self) {
+        self.by_claim.clear();
+        self.by_profile.clear();
+    }
 }
 
 impl Store {
+    /// Brings the claim index in step with profile `id` after a change.
+    fn reindex(&mut self, kind: Kind, id: &str) {
+        let profile = match kind {
+            Kind::User => self.users.get(id),
+            Kind::Account => self.accounts.get(id),
+        }
+        .map(|s| s.profile.clone());
+        self.index.update(kind, id, profile.as_ref());
+    }
+
     pub(crate) fn table(&self, kind: Kind) -> &BTreeMap<String, Stored> {
         match kind {
             Kind::User => &self.users,
@@ -377,30 +451,17 @@ impl Store {
 
     /// Looks a profile up by one identifier.
     pub(crate) fn find_id(&self, kind: Kind, key: &str, value: &str) -> Option<String> {
-        let table = self.table(kind);
         match key {
-            "id" => table.contains_key(value).then(|| value.to_string()),
-            "anonymous_id" => table
+            "id" => self.table(kind).contains_key(value).then(|| value.to_string()),
+            "anonymous_id" => self.index.first(kind, "anonymous_id", value),
+            "email" if kind == Kind::User => self.index.first(kind, "email", &value.to_ascii_lowercase()),
+            "domain" if kind == Kind::Account => self.index.first(kind, "domain", &value.to_ascii_lowercase()),
+            "external_id" => self.index.first(kind, "external_id", value),
+            // Not an identity claim of this kind: a plain scan (rare, control API only).
+            "email" | "domain" => self
+                .table(kind)
                 .values()
-                .find(|s| s.profile.anonymous_ids.iter().any(|a| a == value))
-                .map(|s| s.profile.id.clone()),
-            "email" | "domain" => table
-                .values()
-                .find(|s| {
-                    s.profile
-                        .attributes
-                        .get(key)
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| v.eq_ignore_ascii_case(value))
-                })
-                .map(|s| s.profile.id.clone()),
-            "external_id" => table
-                .values()
-                .find(|s| match s.profile.attributes.get(key) {
-                    Some(Value::String(v)) => v == value,
-                    Some(Value::Number(n)) => n.to_string() == value,
-                    _ => false,
-                })
+                .find(|s| s.profile.attributes.get(key).and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(value)))
                 .map(|s| s.profile.id.clone()),
             _ => None,
         }
@@ -411,11 +472,39 @@ impl Store {
         self.table(kind).get(&id).map(|s| s.profile.clone())
     }
 
+    /// Resolves claims to a profile id (see [`Store::resolve_unindexed`]) and re-indexes it.
+    pub(crate) fn resolve(&mut self, kind: Kind, claims: &Claims, create: bool) -> Result<String, String> {
+        let id = self.resolve_unindexed(kind, claims, create)?;
+        self.reindex(kind, &id);
+        Ok(id)
+    }
+
+    /// Applies trait operations (see [`Store::apply_traits_unindexed`]) and re-indexes.
+    pub(crate) fn apply_traits(&mut self, kind: Kind, id: &str, ops: &[(String, TraitOp)]) -> Result<(), String> {
+        let res = self.apply_traits_unindexed(kind, id, ops);
+        self.reindex(kind, id);
+        res
+    }
+
+    /// `alias`/`unalias` (see [`Store::alias_unindexed`]) and re-indexes.
+    pub(crate) fn alias(&mut self, kind: Kind, id: &str, anonymous_id: &str, add: bool) -> Result<(), String> {
+        let res = self.alias_unindexed(kind, id, anonymous_id, add);
+        self.reindex(kind, id);
+        res
+    }
+
+    /// Creates or updates a profile (see [`Store::upsert_unindexed`]) and re-indexes it.
+    pub(crate) fn upsert(&mut self, kind: Kind, attrs: &Value) -> String {
+        let id = self.upsert_unindexed(kind, attrs);
+        self.reindex(kind, &id);
+        id
+    }
+
     /// Resolves claims to a profile id, creating the profile when allowed.
     ///
     /// Order: `id`, `external_id`, `email`/`domain`, `anonymous_id`. On a match the
     /// `anonymous_id` accumulates and missing `email`/`domain`/`external_id` are filled.
-    pub(crate) fn resolve(
+    fn resolve_unindexed(
         &mut self,
         kind: Kind,
         claims: &Claims,
@@ -513,7 +602,7 @@ impl Store {
     }
 
     /// Applies trait operations atomically: either all apply or none (error returned).
-    pub(crate) fn apply_traits(
+    fn apply_traits_unindexed(
         &mut self,
         kind: Kind,
         id: &str,
@@ -573,7 +662,7 @@ impl Store {
     }
 
     /// `alias` (add) or `unalias` (remove) an anonymous id.
-    pub(crate) fn alias(
+    fn alias_unindexed(
         &mut self,
         kind: Kind,
         id: &str,
@@ -614,7 +703,7 @@ impl Store {
     /// `anonymous_ids` (array), `segment_ids` (array) and, for users, `account_id`,
     /// `account_domain`, `account_external_id` (link). Every other key is set as an attribute
     /// (`null` deletes it).
-    pub(crate) fn upsert(&mut self, kind: Kind, attrs: &Value) -> String {
+    fn upsert_unindexed(&mut self, kind: Kind, attrs: &Value) -> String {
         let empty = Map::new();
         let obj = attrs.as_object().unwrap_or(&empty);
         let text = |key: &str| match obj.get(key) {

@@ -1,0 +1,56 @@
+//! The connections every service builds from the shared configuration.
+
+use crate::closeio::{CloseClient, CloseClientConfig, CloseError};
+use crate::config::CommonConfig;
+use crate::crypto::SecretBox;
+use crate::hull::{HullClient, HullClientConfig, HullError};
+use crate::queue::Queue;
+use crate::store::{Store, StoreError};
+
+/// Why the clients could not be built (a configuration problem: nothing is connected yet).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientsError {
+    /// The Postgres pool.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Close client.
+    #[error(transparent)]
+    Close(#[from] CloseError),
+    /// The Hull client.
+    #[error(transparent)]
+    Hull(#[from] HullError),
+}
+
+/// Postgres, RabbitMQ, Close and Hull, configured; connections open on demand.
+#[derive(Clone)]
+pub struct Clients {
+    /// The Postgres store.
+    pub store: Store,
+    /// The RabbitMQ facade.
+    pub queue: Queue,
+    /// The Close API client.
+    pub close: CloseClient,
+    /// The Hull platform client.
+    pub hull: HullClient,
+}
+
+impl Clients {
+    /// Builds every client from the shared configuration, with a pool of `pool_size`
+    /// Postgres connections.
+    pub fn new(c: &CommonConfig, pool_size: usize) -> Result<Clients, ClientsError> {
+        let store = Store::connect(&c.database_url, pool_size, SecretBox::new(c.encryption_key, c.encryption_key_previous))?;
+        let queue = Queue::lazy(&c.amqp_url, &c.queue_prefix);
+        let close = CloseClient::new(CloseClientConfig {
+            base_url: c.close_api_url.clone(),
+            timeout: c.close_timeout,
+            rate_limit_rps: c.close_rate_limit_rps,
+            ..CloseClientConfig::default()
+        })?;
+        let hull = HullClient::new(HullClientConfig {
+            protocol: c.hull_protocol.clone(),
+            firehose_url: c.hull_firehose_url.clone(),
+            ..HullClientConfig::default()
+        })?;
+        Ok(Clients { store, queue, close, hull })
+    }
+}
