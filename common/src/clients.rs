@@ -44,6 +44,7 @@ impl Clients {
             base_url: c.close_api_url.clone(),
             timeout: c.close_timeout,
             rate_limit_rps: c.close_rate_limit_rps,
+            burst: c.close_rate_limit_burst,
             ..CloseClientConfig::default()
         })?;
         let hull = HullClient::new(HullClientConfig {

@@ -181,6 +181,8 @@ pub struct CommonConfig {
     pub close_api_url: String,
     /// `CLOSE_RATE_LIMIT_RPS`: requests per second per Close API key, per process.
     pub close_rate_limit_rps: f64,
+    /// `CLOSE_RATE_LIMIT_BURST`: requests a key may send at once above the steady rate.
+    pub close_rate_limit_burst: u32,
     /// `CLOSE_TIMEOUT_SECS`
     pub close_timeout: Duration,
     /// `HULL_PROTOCOL`: `https` (production) or `http` (the simulator).
@@ -264,6 +266,7 @@ impl CommonConfig {
             encryption_key_previous: parse_key(src, "ENCRYPTION_KEY_PREVIOUS", None)?,
             close_api_url: url_or(src, "CLOSE_API_URL", "https://api.close.com/api/v1", &["http", "https"])?,
             close_rate_limit_rps: positive_or(src, "CLOSE_RATE_LIMIT_RPS", 10.0f64)?,
+            close_rate_limit_burst: positive_or(src, "CLOSE_RATE_LIMIT_BURST", 1u32)?,
             close_timeout: secs_or(src, "CLOSE_TIMEOUT_SECS", 30.0)?,
             hull_protocol,
             hull_firehose_url,
@@ -287,6 +290,7 @@ pub const COMMON_VARS: &[(&str, &str, &str)] = &[
     ("ENCRYPTION_KEY_PREVIOUS", "(none)", "previous key, still accepted for decryption during a rotation"),
     ("CLOSE_API_URL", "https://api.close.com/api/v1", "Close API base URL"),
     ("CLOSE_RATE_LIMIT_RPS", "10", "Close requests per second per API key in this process"),
+    ("CLOSE_RATE_LIMIT_BURST", "1", "Close requests a key may send at once above the steady rate"),
     ("CLOSE_TIMEOUT_SECS", "30", "timeout of one Close request"),
     ("HULL_PROTOCOL", "https", "protocol of the Hull organization's REST API"),
     ("HULL_FIREHOSE_URL", "(derived)", "firehose URL override"),

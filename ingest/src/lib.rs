@@ -15,9 +15,9 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use common::closeio::{CloseClient, CloseClientConfig};
-use common::crypto::SecretBox;
-use common::hull::{HullClient, HullClientConfig, NotificationVerifier, VerifierConfig};
+use common::clients::Clients;
+use common::closeio::CloseClient;
+use common::hull::{HullClient, NotificationVerifier, VerifierConfig};
 use common::queue::Queue;
 use common::store::Store;
 use common::telemetry;
@@ -56,26 +56,13 @@ impl std::ops::Deref for App {
 impl App {
     /// Builds the clients; connections open on demand.
     pub fn new(cfg: IngestConfig) -> anyhow::Result<App> {
-        let c = &cfg.common;
-        let store = Store::connect(&c.database_url, c.database_pool_size, SecretBox::new(c.encryption_key, c.encryption_key_previous))?;
-        let queue = Queue::lazy(&c.amqp_url, &c.queue_prefix);
+        let Clients { store, queue, close, hull } = Clients::new(&cfg.common, cfg.common.database_pool_size)?;
         let verifier = NotificationVerifier::new(VerifierConfig {
             allowed_key_hosts: cfg.hull_key_hosts.clone(),
             pinned_pem: cfg.hull_public_key_pem.clone(),
             skip_verification: cfg.skip_signature_verification,
         })
         .map_err(|e| anyhow::anyhow!("HULL_PUBLIC_KEY_PEM: {}", e.message()))?;
-        let close = CloseClient::new(CloseClientConfig {
-            base_url: c.close_api_url.clone(),
-            timeout: c.close_timeout,
-            rate_limit_rps: c.close_rate_limit_rps,
-            ..CloseClientConfig::default()
-        })?;
-        let hull = HullClient::new(HullClientConfig {
-            protocol: c.hull_protocol.clone(),
-            firehose_url: c.hull_firehose_url.clone(),
-            ..HullClientConfig::default()
-        })?;
         Ok(App { inner: Arc::new(AppInner { cfg, store, queue, verifier, close, hull }) })
     }
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-use common::closeio::{CloseClient, CloseClientConfig};
+use common::clients::Clients;
+use common::closeio::CloseClient;
 use common::config::{self, CommonConfig, ConfigError, Source};
-use common::crypto::SecretBox;
-use common::hull::{HullClient, HullClientConfig, HullCredentials};
+use common::hull::{HullClient, HullCredentials};
 use common::queue::Queue;
 use common::store::Store;
 
@@ -100,20 +100,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// Builds the clients.
     pub fn new(cfg: SchedulerConfig) -> anyhow::Result<Scheduler> {
-        let c = &cfg.common;
-        let store = Store::connect(&c.database_url, c.database_pool_size.min(4), SecretBox::new(c.encryption_key, c.encryption_key_previous))?;
-        let queue = Queue::lazy(&c.amqp_url, &c.queue_prefix);
-        let close = CloseClient::new(CloseClientConfig {
-            base_url: c.close_api_url.clone(),
-            timeout: c.close_timeout,
-            rate_limit_rps: c.close_rate_limit_rps,
-            ..CloseClientConfig::default()
-        })?;
-        let hull = HullClient::new(HullClientConfig {
-            protocol: c.hull_protocol.clone(),
-            firehose_url: c.hull_firehose_url.clone(),
-            ..HullClientConfig::default()
-        })?;
+        let Clients { store, queue, close, hull } = Clients::new(&cfg.common, cfg.common.database_pool_size.min(4))?;
         Ok(Scheduler { store, queue, close, hull, cfg })
     }
 

@@ -18,10 +18,10 @@ use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use common::closeio::{CloseClient, CloseClientConfig, CloseError};
-use common::crypto::SecretBox;
+use common::clients::Clients;
+use common::closeio::{CloseClient, CloseError};
 use common::error::{Classify, ErrorClass};
-use common::hull::{HullClient, HullClientConfig, HullError};
+use common::hull::{HullClient, HullError};
 use common::jobs::{Envelope, Job, QueueKind};
 use common::metadata::MetadataError;
 use common::queue::{Queue, QueueError};
@@ -121,20 +121,7 @@ pub struct Worker {
 impl Worker {
     /// Builds the clients. Connections are opened on demand.
     pub fn new(cfg: WorkerConfig) -> Result<Worker, anyhow::Error> {
-        let c = &cfg.common;
-        let store = Store::connect(&c.database_url, c.database_pool_size, SecretBox::new(c.encryption_key, c.encryption_key_previous))?;
-        let queue = Queue::lazy(&c.amqp_url, &c.queue_prefix);
-        let close = CloseClient::new(CloseClientConfig {
-            base_url: c.close_api_url.clone(),
-            timeout: c.close_timeout,
-            rate_limit_rps: c.close_rate_limit_rps,
-            ..CloseClientConfig::default()
-        })?;
-        let hull = HullClient::new(HullClientConfig {
-            protocol: c.hull_protocol.clone(),
-            firehose_url: c.hull_firehose_url.clone(),
-            ..HullClientConfig::default()
-        })?;
+        let Clients { store, queue, close, hull } = Clients::new(&cfg.common, cfg.common.database_pool_size)?;
         let firehose = firehose::FirehoseSink::spawn(hull.clone(), cfg.firehose_batch, cfg.firehose_linger);
         Ok(Worker { ctx: Arc::new(Ctx { store, queue, close, hull, firehose, cfg }) })
     }

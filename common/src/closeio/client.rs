@@ -34,7 +34,8 @@ pub struct CloseClientConfig {
     pub connect_timeout: Duration,
     /// Steady request rate allowed per API key (requests per second).
     pub rate_limit_rps: f64,
-    /// Burst allowed above the steady rate per API key.
+    /// Burst allowed above the steady rate per API key. 1 (the default) spaces requests evenly,
+    /// which keeps a key inside Close's windowed limits without 429s.
     pub burst: u32,
     /// `User-Agent` header.
     pub user_agent: String,
@@ -51,7 +52,7 @@ impl Default for CloseClientConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             rate_limit_rps: 10.0,
-            burst: 10,
+            burst: 1,
             user_agent: concat!("closeio-sync/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_read_attempts: 3,
             retry_base_delay: Duration::from_millis(250),
