@@ -8,7 +8,7 @@ use common::telemetry;
 use scheduler::{Scheduler, SchedulerConfig};
 
 fn help() -> String {
-    format!("{}\n{}", describe(COMMON_VARS), describe(scheduler::VARS))
+    format!("{}\n{}\n{}", describe(COMMON_VARS), describe(scheduler::VARS), describe(common::admin::VARS))
 }
 
 /// Runs periodic work: republishes due retries, checks connector status, refreshes Close
@@ -55,6 +55,9 @@ async fn main() -> std::process::ExitCode {
     tokio::spawn(async move {
         let _ = axum::serve(listener, ops).with_graceful_shutdown(async move { ops_shutdown.cancelled().await }).await;
     });
+    if let Err(code) = start_admin_api(&scheduler, &shutdown).await {
+        return code;
+    }
     let signal = shutdown.clone();
     tokio::spawn(async move {
         telemetry::shutdown_signal().await;
@@ -68,4 +71,30 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Serves the HTTP admin API on `ADMIN_LISTEN` when `ADMIN_TOKEN` is set (on every scheduler
+/// replica, active or waiting: it only reads and replays).
+async fn start_admin_api(scheduler: &Scheduler, shutdown: &CancellationToken) -> Result<(), std::process::ExitCode> {
+    let cfg = common::admin::AdminConfig::from_source(&Env).map_err(|e| {
+        eprintln!("closeio-scheduler: {e}");
+        std::process::ExitCode::from(2)
+    })?;
+    let Some(token) = cfg.token else {
+        tracing::info!("ADMIN_TOKEN is not set: the admin API is off");
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
+        eprintln!("closeio-scheduler: cannot listen on ADMIN_LISTEN={}: {e}", cfg.listen);
+        std::process::ExitCode::from(2)
+    })?;
+    let admin = common::admin::Admin::new(scheduler.store.clone(), scheduler.queue.clone());
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = common::admin::serve(listener, admin, &token, stop).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    tracing::info!(listen = %cfg.listen, "admin API listening");
+    Ok(())
 }

@@ -36,7 +36,7 @@ fn workspace_binaries() -> BTreeSet<String> {
 /// script.
 fn known_variables() -> BTreeSet<String> {
     let mut vars: BTreeSet<String> = BTreeSet::new();
-    for table in [common::config::COMMON_VARS, ingest::config::VARS, worker::config::VARS, scheduler::VARS] {
+    for table in [common::config::COMMON_VARS, ingest::config::VARS, worker::config::VARS, scheduler::VARS, common::admin::VARS] {
         vars.extend(table.iter().map(|(n, _, _)| n.to_string()));
     }
     let sandbox_main = read("sandbox/src/main.rs");
@@ -120,7 +120,7 @@ fn compose_commands_and_variables_exist_in_the_code() {
 #[test]
 fn configuration_doc_lists_every_variable() {
     let doc = read("docs/configuration.md");
-    for table in [common::config::COMMON_VARS, ingest::config::VARS, worker::config::VARS, scheduler::VARS] {
+    for table in [common::config::COMMON_VARS, ingest::config::VARS, worker::config::VARS, scheduler::VARS, common::admin::VARS] {
         for (name, _, _) in table {
             assert!(doc.contains(&format!("`{name}`")), "docs/configuration.md does not document {name}");
         }

@@ -340,7 +340,7 @@ impl Worker {
                         _ = tokio::time::sleep(backoff) => {},
                         _ = shutdown.cancelled() => {},
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(15));
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
