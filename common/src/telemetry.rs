@@ -99,3 +99,32 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received");
 }
+
+/// Readiness of a process that depends on Postgres and RabbitMQ.
+pub fn store_and_queue_ready(store: crate::store::Store, queue: crate::queue::Queue) -> ReadinessCheck {
+    Arc::new(move || {
+        let (store, queue) = (store.clone(), queue.clone());
+        Box::pin(async move {
+            store.ping().await.map_err(|e| format!("postgres: {e}"))?;
+            queue.ping().await.map_err(|e| format!("rabbitmq: {e}"))
+        })
+    })
+}
+
+/// Binds `listen` and serves [`ops_router`] there until `shutdown`. `var` names the variable
+/// the address came from, for the error message.
+pub async fn serve_ops(
+    var: &str,
+    listen: std::net::SocketAddr,
+    ready: ReadinessCheck,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {var}={listen}: {e}"))?;
+    let router = ops_router(ready);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    });
+    Ok(())
+}

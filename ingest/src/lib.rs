@@ -69,14 +69,7 @@ impl App {
 
 /// Every route: the connector endpoints plus `/metrics`, `/healthz`, `/readyz`.
 pub fn router(app: App) -> Router {
-    let ready_app = app.clone();
-    let ops = telemetry::ops_router(Arc::new(move || {
-        let a = ready_app.clone();
-        Box::pin(async move {
-            a.store.ping().await.map_err(|e| format!("postgres: {e}"))?;
-            a.queue.ping().await.map_err(|e| format!("rabbitmq: {e}"))
-        })
-    }));
+    let ops = telemetry::ops_router(telemetry::store_and_queue_ready(app.store.clone(), app.queue.clone()));
     let limit = app.cfg.max_body_bytes;
     Router::new()
         .route("/smart-notifier", post(notify::smart_notifier))

@@ -36,25 +36,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
-    let ready = scheduler.clone();
-    let ops = telemetry::ops_router(std::sync::Arc::new(move || {
-        let s = ready.clone();
-        Box::pin(async move {
-            s.store.ping().await.map_err(|e| e.to_string())?;
-            s.queue.ping().await.map_err(|e| e.to_string())
-        })
-    }));
-    let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("closeio-scheduler: cannot listen on SCHEDULER_LISTEN={}: {e}", cfg.listen);
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let ops_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, ops).with_graceful_shutdown(async move { ops_shutdown.cancelled().await }).await;
-    });
+    let ready = telemetry::store_and_queue_ready(scheduler.store.clone(), scheduler.queue.clone());
+    if let Err(e) = telemetry::serve_ops("SCHEDULER_LISTEN", cfg.listen, ready, shutdown.clone()).await {
+        eprintln!("closeio-scheduler: {e}");
+        return std::process::ExitCode::from(2);
+    }
     if let Err(code) = start_admin_api(&scheduler, &shutdown).await {
         return code;
     }

@@ -38,25 +38,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
-    let ready_worker = worker.clone();
-    let ops = telemetry::ops_router(std::sync::Arc::new(move || {
-        let w = ready_worker.clone();
-        Box::pin(async move {
-            w.ctx().store.ping().await.map_err(|e| e.to_string())?;
-            w.ctx().queue.ping().await.map_err(|e| e.to_string())
-        })
-    }));
-    let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("closeio-worker: cannot listen on WORKER_LISTEN={}: {e}", cfg.listen);
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let ops_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, ops).with_graceful_shutdown(async move { ops_shutdown.cancelled().await }).await;
-    });
+    let ready = telemetry::store_and_queue_ready(worker.ctx().store.clone(), worker.ctx().queue.clone());
+    if let Err(e) = telemetry::serve_ops("WORKER_LISTEN", cfg.listen, ready, shutdown.clone()).await {
+        eprintln!("closeio-worker: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let signal = shutdown.clone();
     tokio::spawn(async move {
         telemetry::shutdown_signal().await;
