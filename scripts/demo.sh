@@ -48,6 +48,10 @@ echo "==> fresh database $DB_NAME and migrations"
 psql "$ADMIN_DB_URL" -qc "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)"
 psql "$ADMIN_DB_URL" -qc "CREATE DATABASE $DB_NAME"
 ./target/debug/closeio-ctl migrate
+# Start from empty queues too (jobs and dead letters of an earlier demo).
+if command -v rabbitmqctl >/dev/null 2>&1; then
+  for q in outgoing incoming dead; do rabbitmqctl -q delete_queue "$QUEUE_PREFIX.$q" >/dev/null 2>&1 || true; done
+fi
 ./target/debug/closeio-ctl declare-queues
 
 SETTINGS=$(cat <<JSON
