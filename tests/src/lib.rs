@@ -249,7 +249,7 @@ impl TestEnv {
 
     /// Another worker on the same system.
     pub fn new_worker(&self) -> anyhow::Result<worker::Worker> {
-        Ok(worker::Worker::new(worker::WorkerConfig::from_source(&self.vars)?)?)
+        worker::Worker::new(worker::WorkerConfig::from_source(&self.vars)?)
     }
 
     /// A scheduler on this system, configured from [`TestEnv::vars`] (its `PUBLIC_URL` is

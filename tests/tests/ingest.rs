@@ -136,9 +136,7 @@ async fn malformed_bodies_get_400s_naming_the_field_and_nothing_is_enqueued() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
-    let mut opts = EnvOptions::default();
-    opts.skip_signature = true;
-    let env = TestEnv::start(opts).await.unwrap();
+    let env = TestEnv::start(EnvOptions { skip_signature: true, ..EnvOptions::default() }).await.unwrap();
     let big = "x".repeat(21 * 1024 * 1024);
     let res = reqwest::Client::new()
         .post(format!("{}/smart-notifier", env.ingest_url()))

@@ -37,7 +37,7 @@ async fn notify_users(env: &TestEnv, ids: &[String]) {
 async fn account_creates_lead_and_writes_back_closeio_id() {
     let env = env_with(vec![account("acme.com", "Acme", SYNC_SEGMENT)], vec![]).await;
     let id = account_id(&env, "acme.com");
-    notify_accounts(&env, &[id.clone()]).await;
+    notify_accounts(&env, std::slice::from_ref(&id)).await;
     assert_eq!(env.drain().await.unwrap(), 1);
 
     let leads = env.leads_with_url("acme.com");
@@ -62,20 +62,20 @@ async fn account_creates_lead_and_writes_back_closeio_id() {
 async fn update_is_one_put_and_unchanged_makes_no_close_call() {
     let env = env_with(vec![account("acme.com", "Acme", SYNC_SEGMENT)], vec![]).await;
     let id = account_id(&env, "acme.com");
-    notify_accounts(&env, &[id.clone()]).await;
+    notify_accounts(&env, std::slice::from_ref(&id)).await;
     env.drain().await.unwrap();
     let lead_id = env.leads_with_url("acme.com")[0]["id"].as_str().unwrap().to_string();
 
     // Nothing changed: no Close request at all.
     env.close.clear_requests();
-    notify_accounts(&env, &[id.clone()]).await;
+    notify_accounts(&env, std::slice::from_ref(&id)).await;
     env.drain().await.unwrap();
     assert_eq!(env.close.requests().len(), 0, "unchanged entity must not call Close: {:?}", env.close.requests());
 
     // A changed name: exactly one write, a PUT on the known lead.
     env.hull.upsert_account(json!({"id": id, "domain": "acme.com", "name": "Acme Corp"}));
     env.close.clear_requests();
-    notify_accounts(&env, &[id.clone()]).await;
+    notify_accounts(&env, std::slice::from_ref(&id)).await;
     env.drain().await.unwrap();
     let reqs = env.close.requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
@@ -139,7 +139,7 @@ async fn user_whose_account_has_no_lead_gets_lead_then_contact() {
     )
     .await;
     let uid = user_id(&env, "jane@acme.com");
-    notify_users(&env, &[uid.clone()]).await;
+    notify_users(&env, std::slice::from_ref(&uid)).await;
     assert_eq!(env.drain().await.unwrap(), 1);
 
     let leads = env.leads_with_url("acme.com");
@@ -218,8 +218,8 @@ async fn lost_create_response_and_redelivery_leave_one_lead() {
         .unwrap();
     let id = account_id(&env, "acme.com");
     // Two notifications for the same account (a redelivery).
-    notify_accounts(&env, &[id.clone()]).await;
-    notify_accounts(&env, &[id.clone()]).await;
+    notify_accounts(&env, std::slice::from_ref(&id)).await;
+    notify_accounts(&env, std::slice::from_ref(&id)).await;
     env.drain().await.unwrap();
     let posts = env.close_writes().into_iter().filter(|r| r.method == "POST").count();
     assert_eq!(posts, 1, "the create is never blindly re-sent");
@@ -237,7 +237,7 @@ async fn two_workers_racing_on_one_account_create_one_lead() {
         .unwrap();
     let id = account_id(&env, "acme.com");
     for _ in 0..4 {
-        notify_accounts(&env, &[id.clone()]).await;
+        notify_accounts(&env, std::slice::from_ref(&id)).await;
     }
     let w2 = env.new_worker().unwrap();
     let (a, b) = tokio::join!(env.worker.run_until_idle(), w2.run_until_idle());
@@ -344,7 +344,7 @@ async fn a_lead_deleted_in_close_is_recreated_for_its_account_and_users() {
     )
     .await;
     let aid = account_id(&env, "acme.com");
-    notify_accounts(&env, &[aid.clone()]).await;
+    notify_accounts(&env, std::slice::from_ref(&aid)).await;
     env.drain().await.unwrap();
     let old = env.leads_with_url("acme.com")[0]["id"].as_str().unwrap().to_string();
     env.close.ui_delete_lead(&old).unwrap();
@@ -352,7 +352,7 @@ async fn a_lead_deleted_in_close_is_recreated_for_its_account_and_users() {
     // A user of that account: the stale lead is detected, the account synced again, the contact
     // created under the new lead.
     let uid = user_id(&env, "jane@acme.com");
-    notify_users(&env, &[uid.clone()]).await;
+    notify_users(&env, std::slice::from_ref(&uid)).await;
     env.drain().await.unwrap();
     let leads = env.leads_with_url("acme.com");
     assert_eq!(leads.len(), 1);
