@@ -430,27 +430,34 @@ impl Store {
             json!({}),
             Vec::new(),
         );
-        for mut contact in contacts {
-            contact.date_created = ts;
-            contact.date_updated = ts;
-            let cid = contact.id.clone();
-            let cjson = self.contact_json(&contact);
-            self.insert_contact(contact);
-            self.emit(
-                actor,
-                Subject {
-                    kind: ObjectKind::Contact,
-                    object_id: &cid,
-                    lead_id: &lead_id,
-                    action: "created",
-                    meta: &[],
-                },
-                Some(cjson),
-                json!({}),
-                Vec::new(),
-            );
+        for contact in contacts {
+            self.store_created_contact(actor, contact, ts);
         }
         Ok(lead_id)
+    }
+
+    /// Stores a new contact stamped `ts` and logs its `created` event; returns its id.
+    fn store_created_contact(&mut self, actor: &Actor, mut contact: Contact, ts: Micros) -> String {
+        contact.date_created = ts;
+        contact.date_updated = ts;
+        let cid = contact.id.clone();
+        let lead_id = contact.lead_id.clone();
+        let cjson = self.contact_json(&contact);
+        self.insert_contact(contact);
+        self.emit(
+            actor,
+            Subject {
+                kind: ObjectKind::Contact,
+                object_id: &cid,
+                lead_id: &lead_id,
+                action: "created",
+                meta: &[],
+            },
+            Some(cjson),
+            json!({}),
+            Vec::new(),
+        );
+        cid
     }
 
     /// `PUT /lead/{id}/`: patch semantics; nested `contacts` are ignored.
@@ -643,24 +650,7 @@ impl Store {
         };
         contact.lead_id = lead_id.clone();
         let ts = self.next_ts();
-        contact.date_created = ts;
-        contact.date_updated = ts;
-        let cid = contact.id.clone();
-        let cjson = self.contact_json(&contact);
-        self.insert_contact(contact);
-        self.emit(
-            actor,
-            Subject {
-                kind: ObjectKind::Contact,
-                object_id: &cid,
-                lead_id: &lead_id,
-                action: "created",
-                meta: &[],
-            },
-            Some(cjson),
-            json!({}),
-            Vec::new(),
-        );
+        let cid = self.store_created_contact(actor, contact, ts);
         self.touch_lead(actor, &lead_id, |l| l.contact_ids.push(cid.clone()), true);
         Ok(cid)
     }
