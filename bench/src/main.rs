@@ -6,9 +6,15 @@
 //! import through the scheduler and N workers, and prints leads per second, Close requests per
 //! lead and the achieved Close request rate against what the limit allows.
 //!
+//! `closeio-bench ingest` compares how fast ingest accepts notification batches with a bare
+//! lapin publisher with confirms.
+//!
 //! ```text
 //! cargo run --release -p closeio-sync-bench -- import --leads 20000 --contacts-per-lead 3 --rate-limit 20
+//! cargo run --release -p closeio-sync-bench -- ingest --notifications 200 --messages 100
 //! ```
+
+mod ingest;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,6 +41,8 @@ struct Cli {
 enum Command {
     /// Full import of a generated Close organization into the Hull simulator.
     Import(ImportArgs),
+    /// Notification batches accepted by ingest, against a bare lapin publisher with confirms.
+    Ingest(ingest::IngestArgs),
 }
 
 #[derive(Parser)]
@@ -70,6 +78,7 @@ struct ImportArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Import(args) => import(args).await,
+        Command::Ingest(args) => ingest::run(args).await,
     }
 }
 
