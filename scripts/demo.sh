@@ -76,6 +76,9 @@ export CLOSE_API_URL=http://$CLOSE/api/v1
 export HULL_PROTOCOL=http
 export HULL_FIREHOSE_URL=http://$HULL/api/v1/firehose
 export HULL_KEY_HOSTS=$HULL
+# A local demo: the development encryption key is allowed; only the simulator's organization is served.
+export LOCAL_MODE=true
+export HULL_ORGANIZATIONS=$HULL
 export INGEST_LISTEN=$INGEST
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 

@@ -13,7 +13,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use futures::future::join_all;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{json, Value};
@@ -57,7 +59,11 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     if args.notifications == 0 || args.messages == 0 || args.concurrency == 0 {
         bail!("--notifications, --messages and --concurrency must be at least 1");
     }
-    let env = TestEnv::start(EnvOptions { skip_signature: args.skip_signature, ..EnvOptions::default() }).await?;
+    let env = TestEnv::start(EnvOptions {
+        skip_signature: args.skip_signature,
+        ..EnvOptions::default()
+    })
+    .await?;
     let result = measure(&env, &args).await;
     env.cleanup().await;
     result
@@ -66,7 +72,11 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
 async fn measure(env: &TestEnv, args: &IngestArgs) -> anyhow::Result<()> {
     let total = args.notifications * args.messages;
     let batches: Vec<Vec<Value>> = (0..args.notifications)
-        .map(|n| (0..args.messages).map(|m| message(n * args.messages + m)).collect())
+        .map(|n| {
+            (0..args.messages)
+                .map(|m| message(n * args.messages + m))
+                .collect()
+        })
         .collect();
     let organization = env.hull.organization();
     let key_url = env.hull.public_key_url();
@@ -93,10 +103,23 @@ async fn measure(env: &TestEnv, args: &IngestArgs) -> anyhow::Result<()> {
     let conn = Connection::connect(&amqp, ConnectionProperties::default()).await?;
     let queue_name = format!("{}.bare", env.prefix);
     let setup = conn.create_channel().await?;
-    setup.queue_declare(queue_name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
+    setup
+        .queue_declare(
+            queue_name.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
     let payloads: Vec<Vec<Vec<u8>>> = batches
         .iter()
-        .map(|b| b.iter().map(|m| serde_json::to_vec(m).unwrap_or_default()).collect())
+        .map(|b| {
+            b.iter()
+                .map(|m| serde_json::to_vec(m).unwrap_or_default())
+                .collect()
+        })
         .collect();
     let started = Instant::now();
     let chunks: Vec<Vec<Vec<Vec<u8>>>> = split(payloads, args.concurrency);
@@ -108,8 +131,14 @@ async fn measure(env: &TestEnv, args: &IngestArgs) -> anyhow::Result<()> {
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             for batch in mine {
                 for p in &batch {
-                    ch.basic_publish("".into(), queue_name.as_str().into(), BasicPublishOptions::default(), p,
-                        BasicProperties::default().with_delivery_mode(2)).await?;
+                    ch.basic_publish(
+                        "".into(),
+                        queue_name.as_str().into(),
+                        BasicPublishOptions::default(),
+                        p,
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await?;
                 }
                 ch.wait_for_confirms().await?;
             }
@@ -120,7 +149,9 @@ async fn measure(env: &TestEnv, args: &IngestArgs) -> anyhow::Result<()> {
         r?;
     }
     let bare = started.elapsed();
-    setup.queue_delete(queue_name.as_str().into(), QueueDeleteOptions::default()).await?;
+    setup
+        .queue_delete(queue_name.as_str().into(), QueueDeleteOptions::default())
+        .await?;
     let _ = conn.close(200, "done".into()).await;
 
     // ingest over HTTP.
@@ -144,7 +175,11 @@ async fn measure(env: &TestEnv, args: &IngestArgs) -> anyhow::Result<()> {
                     .send()
                     .await?;
                 if !res.status().is_success() {
-                    bail!("ingest answered {}: {}", res.status(), res.text().await.unwrap_or_default());
+                    bail!(
+                        "ingest answered {}: {}",
+                        res.status(),
+                        res.text().await.unwrap_or_default()
+                    );
                 }
             }
             Ok(())
@@ -162,16 +197,37 @@ async fn measure(env: &TestEnv, args: &IngestArgs) -> anyhow::Result<()> {
     let rate = |d: std::time::Duration| total as f64 / d.as_secs_f64();
     println!("closeio-bench ingest");
     println!("| parameter | value |\n|---|---|");
-    println!("| notifications × messages | {} × {} |", args.notifications, args.messages);
+    println!(
+        "| notifications × messages | {} × {} |",
+        args.notifications, args.messages
+    );
     println!("| concurrency | {} |", args.concurrency);
-    println!("| signatures | {} |", if args.skip_signature { "not verified (SKIP_SIGNATURE_VERIFICATION)" } else { "RS256, verified" });
+    println!(
+        "| signatures | {} |",
+        if args.skip_signature {
+            "not verified (SKIP_SIGNATURE_VERIFICATION)"
+        } else {
+            "RS256, verified"
+        }
+    );
     println!();
     println!("| publisher | elapsed | messages/s | batches/s |\n|---|---|---|---|");
-    for (name, d) in [("bare lapin, confirms", bare), ("ingest /smart-notifier", ingest)] {
-        println!("| {name} | {:.2} s | {:.0} | {:.1} |", d.as_secs_f64(), rate(d), args.notifications as f64 / d.as_secs_f64());
+    for (name, d) in [
+        ("bare lapin, confirms", bare),
+        ("ingest /smart-notifier", ingest),
+    ] {
+        println!(
+            "| {name} | {:.2} s | {:.0} | {:.1} |",
+            d.as_secs_f64(),
+            rate(d),
+            args.notifications as f64 / d.as_secs_f64()
+        );
     }
     println!();
-    println!("ingest reaches {:.1} % of the bare publisher's rate (jobs enqueued: {enqueued})", 100.0 * rate(ingest) / rate(bare));
+    println!(
+        "ingest reaches {:.1} % of the bare publisher's rate (jobs enqueued: {enqueued})",
+        100.0 * rate(ingest) / rate(bare)
+    );
     Ok(())
 }
 

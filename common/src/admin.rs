@@ -238,6 +238,7 @@ const SEALED_COLUMNS: &[(&str, &str)] = &[
     ("connectors", "secret_enc"),
     ("connectors", "api_key_enc"),
     ("webhook_subscriptions", "signature_key_enc"),
+    ("key_check", "sealed"),
 ];
 
 /// Operator functions over one deployment.

@@ -38,7 +38,11 @@ impl Clients {
     /// Builds every client from the shared configuration, with a pool of `pool_size`
     /// Postgres connections.
     pub fn new(c: &CommonConfig, pool_size: usize) -> Result<Clients, ClientsError> {
-        let store = Store::connect(&c.database_url, pool_size, SecretBox::new(c.encryption_key, c.encryption_key_previous))?;
+        let store = Store::connect(
+            &c.database_url,
+            pool_size,
+            SecretBox::new(c.encryption_key, c.encryption_key_previous),
+        )?;
         let queue = Queue::lazy(&c.amqp_url, &c.queue_prefix);
         let close = CloseClient::new(CloseClientConfig {
             base_url: c.close_api_url.clone(),
@@ -50,8 +54,14 @@ impl Clients {
         let hull = HullClient::new(HullClientConfig {
             protocol: c.hull_protocol.clone(),
             firehose_url: c.hull_firehose_url.clone(),
+            organizations: c.hull_organizations.clone(),
             ..HullClientConfig::default()
         })?;
-        Ok(Clients { store, queue, close, hull })
+        Ok(Clients {
+            store,
+            queue,
+            close,
+            hull,
+        })
     }
 }

@@ -78,7 +78,9 @@ impl SecretBox {
             return false;
         }
         let (nonce, ct) = sealed[1..].split_at(12);
-        Aes256Gcm::new(&self.current.into()).decrypt(Nonce::from_slice(nonce), ct).is_ok()
+        Aes256Gcm::new(&self.current.into())
+            .decrypt(Nonce::from_slice(nonce), ct)
+            .is_ok()
     }
 }
 

@@ -111,9 +111,10 @@ impl Job {
     pub fn queue(&self) -> QueueKind {
         match self {
             Job::OutgoingAccount(_) | Job::OutgoingUser(_) => QueueKind::Outgoing,
-            Job::FetchStart { .. } | Job::FetchPage { .. } | Job::RefreshLead { .. } | Job::CloseDeleted { .. } => {
-                QueueKind::Incoming
-            }
+            Job::FetchStart { .. }
+            | Job::FetchPage { .. }
+            | Job::RefreshLead { .. }
+            | Job::CloseDeleted { .. } => QueueKind::Incoming,
         }
     }
 
@@ -132,12 +133,31 @@ impl Job {
     /// The Hull entity the job is about (`account:<id>` or `user:<id>`), when there is one.
     pub fn entity_key(&self) -> Option<String> {
         match self {
-            Job::OutgoingAccount(m) => m.message.pointer("/account/id").and_then(Value::as_str).map(|id| format!("account:{id}")),
-            Job::OutgoingUser(m) => m.message.pointer("/user/id").and_then(Value::as_str).map(|id| format!("user:{id}")),
-            Job::FetchStart { run_id } | Job::FetchPage { run_id, .. } => Some(format!("fetch:{run_id}")),
+            Job::OutgoingAccount(m) => m
+                .message
+                .get("account")
+                .and_then(Value::as_object)
+                .and_then(crate::mapping::account_key)
+                .map(|key| format!("account:{key}")),
+            Job::OutgoingUser(m) => m
+                .message
+                .pointer("/user/id")
+                .and_then(Value::as_str)
+                .map(|id| format!("user:{id}")),
+            Job::FetchStart { run_id } | Job::FetchPage { run_id, .. } => {
+                Some(format!("fetch:{run_id}"))
+            }
             Job::RefreshLead { lead_id } => Some(format!("lead:{lead_id}")),
-            Job::CloseDeleted { kind: EntityKind::Account, close_id, .. } => Some(format!("lead:{close_id}")),
-            Job::CloseDeleted { kind: EntityKind::User, close_id, .. } => Some(format!("contact:{close_id}")),
+            Job::CloseDeleted {
+                kind: EntityKind::Account,
+                close_id,
+                ..
+            } => Some(format!("lead:{close_id}")),
+            Job::CloseDeleted {
+                kind: EntityKind::User,
+                close_id,
+                ..
+            } => Some(format!("contact:{close_id}")),
         }
     }
 }
@@ -161,7 +181,13 @@ pub struct Envelope {
 impl Envelope {
     /// A new envelope for `job`.
     pub fn new(connector_id: impl Into<String>, job: Job) -> Self {
-        Envelope { id: Uuid::new_v4(), connector_id: connector_id.into(), attempt: 0, created_at: Utc::now(), job }
+        Envelope {
+            id: Uuid::new_v4(),
+            connector_id: connector_id.into(),
+            attempt: 0,
+            created_at: Utc::now(),
+            job,
+        }
     }
 
     /// Serialises to the wire form (JSON).
@@ -202,14 +228,26 @@ mod tests {
     #[test]
     fn incoming_jobs_go_to_the_incoming_queue() {
         let run_id = Uuid::new_v4();
-        let env = Envelope::new("c1", Job::FetchPage { run_id, window: 2, seq: 7 });
+        let env = Envelope::new(
+            "c1",
+            Job::FetchPage {
+                run_id,
+                window: 2,
+                seq: 7,
+            },
+        );
         let back = Envelope::from_bytes(&env.to_bytes()).unwrap();
         assert_eq!(back, env);
         assert_eq!(back.job.queue(), QueueKind::Incoming);
         assert_eq!(back.job.entity_key(), Some(format!("fetch:{run_id}")));
         let v: Value = serde_json::from_slice(&env.to_bytes()).unwrap();
         assert_eq!(v["job"]["type"], "fetch_page");
-        let del = Job::CloseDeleted { kind: EntityKind::User, close_id: "cont_1".into(), at: "t".into(), merged_into: None };
+        let del = Job::CloseDeleted {
+            kind: EntityKind::User,
+            close_id: "cont_1".into(),
+            at: "t".into(),
+            merged_into: None,
+        };
         assert_eq!(del.entity_key().as_deref(), Some("contact:cont_1"));
         assert_eq!(del.name(), "close_deleted");
     }

@@ -42,17 +42,34 @@ pub async fn fetch(close: &CloseClient, key: &ApiKey) -> Result<CloseMetadata, C
     let statuses = close.lead_statuses(key).await?;
     let lead_fields = close.custom_fields(key, CustomFieldObject::Lead).await?;
     let contact_fields = close.custom_fields(key, CustomFieldObject::Contact).await?;
-    let cf = |f: crate::closeio::CustomField| CustomField { id: f.id, name: f.name, field_type: f.field_type };
+    let cf = |f: crate::closeio::CustomField| CustomField {
+        id: f.id,
+        name: f.name,
+        field_type: f.field_type,
+    };
     Ok(CloseMetadata {
-        lead_statuses: statuses.into_iter().map(|s| LeadStatus { id: s.id, label: s.label }).collect(),
+        lead_statuses: statuses
+            .into_iter()
+            .map(|s| LeadStatus {
+                id: s.id,
+                label: s.label,
+            })
+            .collect(),
         lead_custom_fields: lead_fields.into_iter().map(cf).collect(),
         contact_custom_fields: contact_fields.into_iter().map(cf).collect(),
     })
 }
 
 /// Fetches and stores fresh metadata for a connector.
-pub async fn refresh(store: &Store, close: &CloseClient, connector: &Connector) -> Result<CloseMetadata, MetadataError> {
-    let key = connector.api_key.as_deref().ok_or(MetadataError::NoApiKey)?;
+pub async fn refresh(
+    store: &Store,
+    close: &CloseClient,
+    connector: &Connector,
+) -> Result<CloseMetadata, MetadataError> {
+    let key = connector
+        .api_key
+        .as_deref()
+        .ok_or(MetadataError::NoApiKey)?;
     let meta = fetch(close, &ApiKey::new(key)).await?;
     let value = serde_json::to_value(&meta).unwrap_or_default();
     store.set_metadata(&connector.id, &value).await?;
@@ -71,10 +88,19 @@ pub async fn get(
 ) -> Result<CloseMetadata, MetadataError> {
     let fresh = connector
         .metadata_fetched_at
-        .map(|t| (Utc::now() - t).to_std().map(|age| age < ttl).unwrap_or(true))
+        .map(|t| {
+            (Utc::now() - t)
+                .to_std()
+                .map(|age| age < ttl)
+                .unwrap_or(true)
+        })
         .unwrap_or(false);
     if fresh {
-        if let Some(meta) = connector.metadata.as_ref().and_then(|m| serde_json::from_value(m.clone()).ok()) {
+        if let Some(meta) = connector
+            .metadata
+            .as_ref()
+            .and_then(|m| serde_json::from_value(m.clone()).ok())
+        {
             return Ok(meta);
         }
     }

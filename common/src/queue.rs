@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -58,7 +59,9 @@ pub struct Topology {
 impl Topology {
     /// Names under `prefix`.
     pub fn new(prefix: impl Into<String>) -> Self {
-        Topology { prefix: prefix.into() }
+        Topology {
+            prefix: prefix.into(),
+        }
     }
     /// The jobs exchange.
     pub fn exchange(&self) -> String {
@@ -132,7 +135,11 @@ impl Queue {
     /// Opens a new connection (each consumer gets its own connection and channel).
     pub async fn open_connection(&self) -> Result<Connection, QueueError> {
         let props = ConnectionProperties::default().with_connection_name("closeio-sync".into());
-        with_timeout(self.inner.timeout, Connection::connect(&self.inner.url, props)).await
+        with_timeout(
+            self.inner.timeout,
+            Connection::connect(&self.inner.url, props),
+        )
+        .await
     }
 
     /// Declares exchanges, queues and bindings (idempotent).
@@ -146,15 +153,41 @@ impl Queue {
     async fn declare_on(&self, conn: &Connection) -> Result<(), QueueError> {
         let t = &self.inner.topology;
         let ch = conn.create_channel().await?;
-        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        ch.exchange_declare(t.exchange().into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
-        ch.exchange_declare(t.dlx().into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
-        let qopts = QueueDeclareOptions { durable: true, ..Default::default() };
-        ch.queue_declare(t.dead_queue().into(), qopts, quorum_args(None)).await?;
-        ch.queue_bind(t.dead_queue().into(), t.dlx().into(), "dead".into(), QueueBindOptions::default(), FieldTable::default())
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            t.exchange().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            t.dlx().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        let qopts = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare(t.dead_queue().into(), qopts, quorum_args(None))
             .await?;
+        ch.queue_bind(
+            t.dead_queue().into(),
+            t.dlx().into(),
+            "dead".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         for kind in QueueKind::ALL {
-            ch.queue_declare(t.queue(kind).into(), qopts, quorum_args(Some(&t.dlx()))).await?;
+            ch.queue_declare(t.queue(kind).into(), qopts, quorum_args(Some(&t.dlx())))
+                .await?;
             ch.queue_bind(
                 t.queue(kind).into(),
                 t.exchange().into(),
@@ -169,9 +202,12 @@ impl Queue {
         Ok(())
     }
 
-    async fn publisher_channel(&self) -> Result<tokio::sync::MutexGuard<'_, Option<(Connection, Channel)>>, QueueError> {
+    async fn publisher_channel(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<(Connection, Channel)>>, QueueError> {
         let mut guard = self.inner.publisher.lock().await;
-        let healthy = matches!(&*guard, Some((c, ch)) if c.status().connected() && ch.status().connected());
+        let healthy =
+            matches!(&*guard, Some((c, ch)) if c.status().connected() && ch.status().connected());
         if !healthy {
             if let Some((c, _)) = guard.take() {
                 let _ = c.close(200, "reconnecting".into()).await;
@@ -219,7 +255,10 @@ impl Queue {
                 ch.basic_publish(
                     t.exchange().into(),
                     env.job.queue().as_str().into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     &env.to_bytes(),
                     props,
                 ),
@@ -251,7 +290,10 @@ impl Queue {
             return Err(QueueError::NotConfirmed("no channel".into()));
         };
         let mut headers = FieldTable::default();
-        headers.insert("x-closeio-reason".into(), AMQPValue::LongString(reason.into()));
+        headers.insert(
+            "x-closeio-reason".into(),
+            AMQPValue::LongString(reason.into()),
+        );
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
@@ -259,7 +301,13 @@ impl Queue {
         let t = &self.inner.topology;
         let c = with_timeout(
             self.inner.timeout,
-            ch.basic_publish(t.dlx().into(), "dead".into(), BasicPublishOptions::default(), payload, props),
+            ch.basic_publish(
+                t.dlx().into(),
+                "dead".into(),
+                BasicPublishOptions::default(),
+                payload,
+                props,
+            ),
         )
         .await?;
         let confirmation = with_timeout(self.inner.timeout, c).await?;
@@ -291,10 +339,17 @@ impl Queue {
     }
 
     /// Pulls one message (no consumer); `None` when the queue is empty.
-    pub async fn get(&self, ch: &Channel, kind: QueueKind) -> Result<Option<lapin::message::Delivery>, QueueError> {
+    pub async fn get(
+        &self,
+        ch: &Channel,
+        kind: QueueKind,
+    ) -> Result<Option<lapin::message::Delivery>, QueueError> {
         let msg = with_timeout(
             self.inner.timeout,
-            ch.basic_get(self.inner.topology.queue(kind).into(), BasicGetOptions::default()),
+            ch.basic_get(
+                self.inner.topology.queue(kind).into(),
+                BasicGetOptions::default(),
+            ),
         )
         .await?;
         Ok(msg.map(|m| m.delivery))
@@ -305,7 +360,14 @@ impl Queue {
         let conn = self.open_connection().await?;
         let ch = conn.create_channel().await?;
         let q = ch
-            .queue_declare(name.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await;
         let _ = conn.close(200, "done".into()).await;
         Ok(q?.message_count())
@@ -321,8 +383,14 @@ impl Queue {
         let conn = self.open_connection().await?;
         let ch = conn.create_channel().await?;
         let t = &self.inner.topology;
-        for q in [t.queue(QueueKind::Outgoing), t.queue(QueueKind::Incoming), t.dead_queue()] {
-            let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
+        for q in [
+            t.queue(QueueKind::Outgoing),
+            t.queue(QueueKind::Incoming),
+            t.dead_queue(),
+        ] {
+            let _ = ch
+                .queue_delete(q.into(), QueueDeleteOptions::default())
+                .await;
         }
         for e in [t.exchange(), t.dlx()] {
             let _ = ch.exchange_delete(e.into(), Default::default()).await;
@@ -341,11 +409,23 @@ impl Queue {
 
 fn quorum_args(dlx: Option<&str>) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     if let Some(dlx) = dlx {
-        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.into()));
-        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString("dead".into()));
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(dlx.into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString("dead".into()),
+        );
     }
     args
 }

@@ -47,12 +47,22 @@ impl Builder {
 }
 
 /// Runs every check. `metadata` is the cached metadata, if any (used to check mappings).
-pub async fn check(close: &CloseClient, connector: &Connector, metadata: Option<&CloseMetadata>) -> StatusReport {
-    let mut b = Builder { level: Level::Ok, messages: vec![] };
+pub async fn check(
+    close: &CloseClient,
+    connector: &Connector,
+    metadata: Option<&CloseMetadata>,
+) -> StatusReport {
+    let mut b = Builder {
+        level: Level::Ok,
+        messages: vec![],
+    };
     let settings = match Settings::from_private_settings(&connector.settings_with_key()) {
         Ok(s) => s,
         Err(e) => {
-            b.add(Level::Error, format!("The connector settings are invalid: {e}"));
+            b.add(
+                Level::Error,
+                format!("The connector settings are invalid: {e}"),
+            );
             return finish(b);
         }
     };
@@ -61,10 +71,14 @@ pub async fn check(close: &CloseClient, connector: &Connector, metadata: Option<
     } else if let Some(key) = settings.api_key.as_deref() {
         match close.me(&ApiKey::new(key)).await {
             Ok(_) => {}
-            Err(CloseError::Unauthorized) => {
-                b.add(Level::Error, "Close rejected the API key (401 Unauthorized): check the key in the settings.")
-            }
-            Err(e) => b.add(Level::Error, format!("Cannot reach the Close API to check the API key: {e}")),
+            Err(CloseError::Unauthorized) => b.add(
+                Level::Error,
+                "Close rejected the API key (401 Unauthorized): check the key in the settings.",
+            ),
+            Err(e) => b.add(
+                Level::Error,
+                format!("Cannot reach the Close API to check the API key: {e}"),
+            ),
         }
     }
     if settings.synchronized_account_segments.is_empty() {
@@ -74,16 +88,20 @@ pub async fn check(close: &CloseClient, connector: &Connector, metadata: Option<
         check_mappings(&mut b, &settings, meta);
     }
     if let Some(reason) = &connector.parked_reason {
-        b.add(Level::Error, format!("Synchronisation is paused until the settings are fixed: {reason}"));
+        b.add(
+            Level::Error,
+            format!("Synchronisation is paused until the settings are fixed: {reason}"),
+        );
     }
     finish(b)
 }
 
 fn check_mappings(b: &mut Builder, s: &Settings, meta: &CloseMetadata) {
-    let known = |field: &str, fields: &[crate::mapping::CustomField]| match field.strip_prefix("custom.") {
-        Some(id) => fields.iter().any(|f| f.id == id),
-        None => true,
-    };
+    let known =
+        |field: &str, fields: &[crate::mapping::CustomField]| match field.strip_prefix("custom.") {
+            Some(id) => fields.iter().any(|f| f.id == id),
+            None => true,
+        };
     for m in &s.lead_attributes_outbound {
         if !known(&m.closeio_field_name, &meta.lead_custom_fields) {
             b.add(Level::Warning, format!(
@@ -114,5 +132,8 @@ fn finish(b: Builder) -> StatusReport {
         Level::Warning => "warning",
         Level::Error => "error",
     };
-    StatusReport { status: status.into(), messages: b.messages }
+    StatusReport {
+        status: status.into(),
+        messages: b.messages,
+    }
 }

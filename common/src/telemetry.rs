@@ -24,9 +24,15 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Installs the global tracing subscriber (`format` is `json` or `pretty`). Safe to call twice.
 pub fn init_tracing(format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = if format == "json" {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
     } else {
         builder.try_init()
     };
@@ -37,7 +43,9 @@ pub fn metrics_handle() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .set_buckets(&[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -61,9 +69,15 @@ struct OpsState {
 
 /// `/metrics`, `/healthz` and `/readyz`.
 pub fn ops_router(ready: ReadinessCheck) -> Router {
-    let state = OpsState { handle: metrics_handle(), ready };
+    let state = OpsState {
+        handle: metrics_handle(),
+        ready,
+    };
     Router::new()
-        .route("/metrics", get(|State(s): State<OpsState>| async move { s.handle.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<OpsState>| async move { s.handle.render() }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -101,7 +115,10 @@ pub async fn shutdown_signal() {
 }
 
 /// Readiness of a process that depends on Postgres and RabbitMQ.
-pub fn store_and_queue_ready(store: crate::store::Store, queue: crate::queue::Queue) -> ReadinessCheck {
+pub fn store_and_queue_ready(
+    store: crate::store::Store,
+    queue: crate::queue::Queue,
+) -> ReadinessCheck {
     Arc::new(move || {
         let (store, queue) = (store.clone(), queue.clone());
         Box::pin(async move {
@@ -124,7 +141,9 @@ pub async fn serve_ops(
         .map_err(|e| format!("cannot listen on {var}={listen}: {e}"))?;
     let router = ops_router(ready);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
     });
     Ok(())
 }

@@ -310,7 +310,11 @@ fn notification_body(id: &str) -> Value {
 
 fn verifier(allowed: &[&str]) -> NotificationVerifier {
     NotificationVerifier::new(VerifierConfig {
-        allowed_key_hosts: allowed.iter().map(|s| (*s).to_owned()).collect(),
+        allowed_key_hosts: common::allowlist::HostAllowList::parse(
+            "HULL_KEY_HOSTS",
+            &allowed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        )
+        .expect("allow-list"),
         ..VerifierConfig::default()
     })
     .expect("verifier")

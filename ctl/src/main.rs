@@ -425,7 +425,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!(
                 "{} requested for {connector}; the scheduler starts it on its next pass",
-                if full { "full import" } else { "incremental fetch" }
+                if full {
+                    "full import"
+                } else {
+                    "incremental fetch"
+                }
             );
         }
         Cmd::RotateKey => {

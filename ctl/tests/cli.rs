@@ -376,7 +376,11 @@ async fn fetch_requests_a_fetch_that_the_progress_shows() {
     seed_connector(&store).await;
     let out = stdout(&ctl(&f, KEY_A, &["fetch", CONNECTOR, "--full"]).await);
     assert!(out.contains("full import requested"), "{out}");
-    let progress = store.incoming_progress(CONNECTOR).await.expect("progress").expect("known connector");
+    let progress = store
+        .incoming_progress(CONNECTOR)
+        .await
+        .expect("progress")
+        .expect("known connector");
     assert!(progress.fetch_requested_at.is_some());
     let unknown = ctl(&f, KEY_A, &["fetch", "000000000000000000000000"]).await;
     assert!(!unknown.status.success());

@@ -1,18 +1,31 @@
-//! ingest: the Hull connector HTTP surface. It verifies and validates what Hull sends, records
-//! the connector's settings, publishes one job per entity with publisher confirms and answers
-//! with flow control. It makes no Close call on the notification path.
+//! ingest: the Hull connector HTTP surface and the Close webhook receiver. It verifies and
+//! validates what it is sent, records the connector's settings, publishes one job per entity
+//! with publisher confirms and answers with flow control. It makes no Close call on the
+//! notification path.
+//!
+//! One module per endpoint family: [`notify`] (`/smart-notifier`), [`batch`] (`/batch`,
+//! `/batch-accounts`), [`webhooks`] (Close webhooks and `/fetch`), [`routes`] (`/status`, the
+//! settings option sources, `/manifest.json`, `/admin`); [`auth`] authenticates query
+//! credentials, [`backpressure`] turns the broker's state into flow control, and [`server`]
+//! bounds connections and slow clients.
 
+pub mod auth;
+pub mod backpressure;
+pub mod batch;
 pub mod config;
 pub mod notify;
 mod routes;
+pub mod server;
 pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use axum::Router;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use common::clients::Clients;
@@ -24,10 +37,39 @@ use common::telemetry;
 
 pub use config::IngestConfig;
 
+/// How long a request waits for a processing slot before it is answered 503.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct App {
     inner: Arc<AppInner>,
+}
+
+/// Concurrency limits of the expensive endpoints: total memory is bounded by
+/// slots × body limit, whatever arrives.
+pub struct Slots {
+    notifications: Arc<Semaphore>,
+    batches: Arc<Semaphore>,
+}
+
+impl Slots {
+    async fn take(sem: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(SLOT_WAIT, sem.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// A slot for a notification (`None`: busy for too long).
+    pub async fn notification(&self) -> Option<OwnedSemaphorePermit> {
+        Self::take(&self.notifications).await
+    }
+
+    /// A slot for a `/batch` extract.
+    pub async fn batch(&self) -> Option<OwnedSemaphorePermit> {
+        Self::take(&self.batches).await
+    }
 }
 
 /// What [`App`] holds.
@@ -44,6 +86,12 @@ pub struct AppInner {
     pub close: CloseClient,
     /// Hull REST.
     pub hull: HullClient,
+    /// Concurrency limits.
+    pub slots: Slots,
+    /// Flow-control limits.
+    pub limits: backpressure::Limits,
+    /// The outgoing queue's depth and publish latency.
+    pub gauge: backpressure::Gauge,
 }
 
 impl std::ops::Deref for App {
@@ -56,27 +104,58 @@ impl std::ops::Deref for App {
 impl App {
     /// Builds the clients; connections open on demand.
     pub fn new(cfg: IngestConfig) -> anyhow::Result<App> {
-        let Clients { store, queue, close, hull } = Clients::new(&cfg.common, cfg.common.database_pool_size)?;
+        let Clients {
+            store,
+            queue,
+            close,
+            hull,
+        } = Clients::new(&cfg.common, cfg.common.database_pool_size)?;
         let verifier = NotificationVerifier::new(VerifierConfig {
             allowed_key_hosts: cfg.hull_key_hosts.clone(),
             pinned_pem: cfg.hull_public_key_pem.clone(),
             skip_verification: cfg.skip_signature_verification,
         })
         .map_err(|e| anyhow::anyhow!("HULL_PUBLIC_KEY_PEM: {}", e.message()))?;
-        Ok(App { inner: Arc::new(AppInner { cfg, store, queue, verifier, close, hull }) })
+        let slots = Slots {
+            notifications: Arc::new(Semaphore::new(cfg.max_concurrent_notifications)),
+            batches: Arc::new(Semaphore::new(cfg.max_concurrent_batches)),
+        };
+        let limits = backpressure::Limits::from_config(&cfg);
+        let gauge = backpressure::Gauge::new(queue.clone(), cfg.flow_control_depth_ttl);
+        Ok(App {
+            inner: Arc::new(AppInner {
+                cfg,
+                store,
+                queue,
+                verifier,
+                close,
+                hull,
+                slots,
+                limits,
+                gauge,
+            }),
+        })
     }
 }
 
 /// Every route: the connector endpoints plus `/metrics`, `/healthz`, `/readyz`.
 pub fn router(app: App) -> Router {
-    let ops = telemetry::ops_router(telemetry::store_and_queue_ready(app.store.clone(), app.queue.clone()));
+    let ops = telemetry::ops_router(telemetry::store_and_queue_ready(
+        app.store.clone(),
+        app.queue.clone(),
+    ));
     let limit = app.cfg.max_body_bytes;
+    let body_timeout = app.cfg.body_timeout;
     Router::new()
         .route("/smart-notifier", post(notify::smart_notifier))
-        .route("/batch", post(routes::batch))
+        .route("/batch", post(batch::batch))
+        .route("/batch-accounts", post(batch::batch_accounts))
         .route("/fetch", post(webhooks::fetch))
         .route("/fetch-recent-leads", post(webhooks::fetch))
-        .route("/webhooks/close/{connector_id}", post(webhooks::close_webhook))
+        .route(
+            "/webhooks/close/{connector_id}",
+            post(webhooks::close_webhook),
+        )
         .route("/status", any(routes::status))
         .route("/leadstatuses", get(routes::lead_statuses))
         .route("/fields-account-ident", get(routes::fields_account_ident))
@@ -89,31 +168,52 @@ pub fn router(app: App) -> Router {
         .route("/", get(routes::index))
         .layer(axum::middleware::from_fn(routes::count_requests))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .with_state(app)
         .merge(ops)
 }
 
 /// Binds `addr` and serves until `shutdown` is cancelled. Returns the bound address and the
-/// server task.
+/// server task. Fails when `ENCRYPTION_KEY` cannot open the stored secrets.
 pub async fn start(
     cfg: IngestConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listen = cfg.listen;
     let app = App::new(cfg)?;
+    app.store
+        .check_key_at_start()
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on INGEST_LISTEN={listen}: {e}"))?;
     let addr = listener.local_addr()?;
     let router = router(app.clone());
+    let limits = server::Limits {
+        max_connections: app.cfg.max_connections,
+        header_timeout: app.cfg.header_timeout,
+    };
+    tokio::spawn(purge_notifications(app.clone(), shutdown.clone()));
     let handle = tokio::spawn(async move {
-        let res = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "ingest server failed");
-        }
+        server::serve(listener, router, limits, shutdown).await;
         app.queue.close().await;
     });
     Ok((addr, handle))
+}
+
+/// Forgets accepted notification ids once they are older than the replay window.
+async fn purge_notifications(app: App, shutdown: CancellationToken) {
+    let window = app.cfg.notification_replay_window.as_secs_f64();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        if let Err(e) = app.store.purge_notifications(window).await {
+            tracing::debug!(error = %e, "could not purge old notification ids");
+        }
+    }
 }

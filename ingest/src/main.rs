@@ -8,7 +8,11 @@ use common::telemetry;
 use ingest::IngestConfig;
 
 fn help() -> String {
-    format!("{}\n{}", describe(COMMON_VARS), describe(ingest::config::VARS))
+    format!(
+        "{}\n{}",
+        describe(COMMON_VARS),
+        describe(ingest::config::VARS)
+    )
 }
 
 /// Serves the Hull connector endpoints (/smart-notifier, /batch, /status, settings options,
@@ -28,11 +32,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init_tracing(&cfg.common.log_format);
-    if cfg.common.uses_dev_key(&Env) {
-        tracing::warn!("ENCRYPTION_KEY is not set: using the development key (never do this in production)");
-    }
+    cfg.common.warn_if_local("closeio-ingest");
     if cfg.skip_signature_verification {
-        tracing::warn!("SKIP_SIGNATURE_VERIFICATION is on: notifications are not verified (local use only)");
+        tracing::warn!(
+            "SKIP_SIGNATURE_VERIFICATION is on: notifications are not verified (local mode only)"
+        );
     }
     let shutdown = CancellationToken::new();
     let (addr, handle) = match ingest::start(cfg, shutdown.clone()).await {

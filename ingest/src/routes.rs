@@ -1,5 +1,5 @@
-//! The connector endpoints other than `/smart-notifier`: `/batch`, `/status`, the settings
-//! option sources, `/manifest.json` and `/admin`.
+//! The connector endpoints other than notifications, extracts and webhooks: `/status`, the
+//! settings option sources, `/manifest.json` and `/admin`.
 
 use std::collections::HashMap;
 
@@ -8,14 +8,12 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use common::hull::HullCredentials;
-use common::jobs::Envelope;
 use common::mapping::CloseMetadata;
 use common::store::Connector;
 
-use crate::notify::job_from_extract;
+use crate::auth::{authenticate, credentials};
 use crate::App;
 
 /// The manifest declared to Hull.
@@ -23,11 +21,16 @@ pub const MANIFEST: &str = include_str!("../manifest.json");
 
 /// Counts requests per route and status.
 pub async fn count_requests(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unknown".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unknown".into());
     let start = std::time::Instant::now();
     let res = next.run(req).await;
     metrics::counter!("ingest_requests_total", "route" => route.clone(), "status" => res.status().as_u16().to_string()).increment(1);
-    metrics::histogram!("ingest_request_duration_seconds", "route" => route).record(start.elapsed().as_secs_f64());
+    metrics::histogram!("ingest_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
     res
 }
 
@@ -35,96 +38,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-/// Authenticates a call that carries the connector's credentials in the query
-/// (`organization`, `ship` or `id`, `secret`). A connector we have not seen yet is looked up on
-/// the Hull platform with those credentials and recorded.
-pub async fn authenticate(app: &App, q: &HashMap<String, String>) -> Result<Connector, Response> {
-    let id = q.get("ship").or_else(|| q.get("id")).filter(|s| !s.is_empty());
-    let (Some(id), Some(secret), Some(org)) = (id, q.get("secret"), q.get("organization")) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "the query must carry organization, ship and secret"));
-    };
-    match app.store.check_secret(id, secret).await {
-        Ok(Some(true)) => {}
-        Ok(Some(false)) => return Err(error(StatusCode::UNAUTHORIZED, "wrong secret for this connector")),
-        Ok(None) => {
-            let creds = HullCredentials { id: id.clone(), secret: secret.clone(), organization: org.clone() };
-            let remote = app.hull.get_app(&creds).await.map_err(|e| {
-                error(StatusCode::UNAUTHORIZED, format!("unknown connector, and Hull did not confirm these credentials: {e}"))
-            })?;
-            let settings = remote.get("private_settings").cloned().unwrap_or_else(|| json!({}));
-            app.store
-                .upsert_connector(id, org, secret, &settings)
-                .await
-                .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}")))?;
-        }
-        Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}"))),
-    }
-    match app.store.connector(id).await {
-        Ok(Some(c)) => Ok(c),
-        Ok(None) => Err(error(StatusCode::NOT_FOUND, "unknown connector")),
-        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}"))),
-    }
-}
-
-/// `POST /batch`: a Hull extract. The NDJSON file is downloaded and validated whole; only then
-/// is one job per entity published (nothing is enqueued when a line is bad).
-pub async fn batch(State(app): State<App>, Query(q): Query<HashMap<String, String>>, body: axum::body::Bytes) -> Response {
-    let connector = match authenticate(&app, &q).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")),
-    };
-    let Some(url) = body.get("url").and_then(Value::as_str) else {
-        return error(StatusCode::BAD_REQUEST, "url is missing");
-    };
-    let format = body.get("format").and_then(Value::as_str).unwrap_or("json");
-    if format != "json" {
-        return error(StatusCode::BAD_REQUEST, format!("format {format:?} is not supported (json only)"));
-    }
-    let object_type = body.get("object_type").and_then(Value::as_str).unwrap_or("user_report").to_string();
-    let notification_id = body
-        .get("notification_id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("batch:{}", uuid::Uuid::new_v4()));
-    let text = match reqwest::Client::new().get(url).timeout(std::time::Duration::from_secs(300)).send().await {
-        Ok(r) if r.status().is_success() => match r.text().await {
-            Ok(t) => t,
-            Err(e) => return error(StatusCode::BAD_GATEWAY, format!("could not read the extract: {e}")),
-        },
-        Ok(r) => return error(StatusCode::BAD_GATEWAY, format!("the extract download answered {}", r.status())),
-        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("could not download the extract: {e}")),
-    };
-    let mut envelopes = Vec::new();
-    let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let parsed = serde_json::from_str::<Map<String, Value>>(line)
-            .map_err(|e| e.to_string())
-            .and_then(|m| job_from_extract(&object_type, m, &notification_id));
-        match parsed {
-            Ok(job) => envelopes.push(Envelope::new(connector.id.clone(), job)),
-            Err(e) => bad.push(format!("line {}: {e}", i + 1)),
-        }
-    }
-    if !bad.is_empty() {
-        bad.truncate(20);
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "the extract has invalid lines; nothing was enqueued", "lines": bad})))
-            .into_response();
-    }
-    for chunk in envelopes.chunks(app.cfg.publish_batch) {
-        if let Err(e) = app.queue.publish_all(chunk).await {
-            return error(StatusCode::SERVICE_UNAVAILABLE, format!("queue unavailable: {e}"));
-        }
-    }
-    tracing::info!(connector = %connector.id, object_type, jobs = envelopes.len(), "outgoing.job.start");
-    (StatusCode::OK, Json(json!({"ok": true, "jobs": envelopes.len()}))).into_response()
-}
-
 async fn metadata(app: &App, connector: &Connector, kind: &str) -> Option<CloseMetadata> {
-    match common::metadata::get(&app.store, &app.close, connector, common::metadata::DEFAULT_TTL).await {
+    match common::metadata::get(
+        &app.store,
+        &app.close,
+        connector,
+        common::metadata::DEFAULT_TTL,
+    )
+    .await
+    {
         Ok(m) => Some(m),
         Err(e) => {
             tracing::error!(connector = %connector.id, error = %e, r#type = kind, "connector.metadata.error");
@@ -134,15 +56,22 @@ async fn metadata(app: &App, connector: &Connector, kind: &str) -> Option<CloseM
 }
 
 fn options(list: Vec<(String, String)>) -> Json<Value> {
-    Json(json!({"options": list.into_iter().map(|(v, l)| json!({"value": v, "label": l})).collect::<Vec<_>>()}))
+    Json(
+        json!({"options": list.into_iter().map(|(v, l)| json!({"value": v, "label": l})).collect::<Vec<_>>()}),
+    )
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(v, l)| (v.to_string(), l.to_string())).collect()
+    list.iter()
+        .map(|(v, l)| (v.to_string(), l.to_string()))
+        .collect()
 }
 
 /// `GET /leadstatuses`.
-pub async fn lead_statuses(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn lead_statuses(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let connector = match authenticate(&app, &q).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -157,7 +86,10 @@ pub async fn lead_statuses(State(app): State<App>, Query(q): Query<HashMap<Strin
 
 /// `GET /fields-account-ident`.
 pub async fn fields_account_ident() -> Json<Value> {
-    options(pairs(&[("domain", "Domain"), ("external_id", "External ID")]))
+    options(pairs(&[
+        ("domain", "Domain"),
+        ("external_id", "External ID"),
+    ]))
 }
 
 async fn lead_fields(app: &App, q: &HashMap<String, String>, inbound: bool) -> Response {
@@ -168,21 +100,38 @@ async fn lead_fields(app: &App, q: &HashMap<String, String>, inbound: bool) -> R
     let Some(meta) = metadata(app, &connector, "/fields-lead").await else {
         return options(vec![]).into_response();
     };
-    let mut list = pairs(&[("name", "Name"), ("url", "Url"), ("description", "Description")]);
+    let mut list = pairs(&[
+        ("name", "Name"),
+        ("url", "Url"),
+        ("description", "Description"),
+    ]);
     if inbound {
-        list.extend(pairs(&[("status_id", "Status"), ("addresses", "Addresses")]));
+        list.extend(pairs(&[
+            ("status_id", "Status"),
+            ("addresses", "Addresses"),
+        ]));
     }
-    list.extend(meta.lead_custom_fields.into_iter().map(|f| (format!("custom.{}", f.id), f.name)));
+    list.extend(
+        meta.lead_custom_fields
+            .into_iter()
+            .map(|f| (format!("custom.{}", f.id), f.name)),
+    );
     options(list).into_response()
 }
 
 /// `GET /fields-lead-out`.
-pub async fn fields_lead_out(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn fields_lead_out(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     lead_fields(&app, &q, false).await
 }
 
 /// `GET /fields-lead-in`.
-pub async fn fields_lead_in(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn fields_lead_in(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     lead_fields(&app, &q, true).await
 }
 
@@ -206,7 +155,13 @@ pub async fn fields_contact_out() -> Json<Value> {
 
 /// `GET /fields-contact-in`.
 pub async fn fields_contact_in() -> Json<Value> {
-    options(pairs(&[("name", "Name"), ("title", "Title"), ("phones", "Phones"), ("emails", "Emails"), ("urls", "Urls")]))
+    options(pairs(&[
+        ("name", "Name"),
+        ("title", "Title"),
+        ("phones", "Phones"),
+        ("emails", "Emails"),
+        ("urls", "Urls"),
+    ]))
 }
 
 /// `ALL /status`: runs the status check, records it, pushes it to Hull and answers it.
@@ -222,27 +177,42 @@ pub async fn status(State(app): State<App>, Query(q): Query<HashMap<String, Stri
         }
         Err(r) => return r,
     };
-    let meta = if connector.api_key.is_some() { metadata(&app, &connector, "/status").await } else { None };
+    let meta = if connector.api_key.is_some() {
+        metadata(&app, &connector, "/status").await
+    } else {
+        None
+    };
     let report = common::status::check(&app.close, &connector, meta.as_ref()).await;
-    if let Err(e) = app.store.set_status(&connector.id, &report.status, &report.messages).await {
+    if let Err(e) = app
+        .store
+        .set_status(&connector.id, &report.status, &report.messages)
+        .await
+    {
         tracing::warn!(error = %e, "could not record the status");
     }
-    let creds = HullCredentials {
-        id: connector.id.clone(),
-        secret: connector.secret.clone(),
-        organization: connector.organization.clone(),
-    };
-    if let Err(e) = app.hull.put_status(&creds, &report.status, &report.messages).await {
+    let creds = credentials(&connector);
+    if let Err(e) = app
+        .hull
+        .put_status(&creds, &report.status, &report.messages)
+        .await
+    {
         tracing::warn!(connector = %connector.id, error = %e, "could not push the status to Hull");
     }
-    (StatusCode::OK, Json(json!({"status": report.status, "messages": report.messages}))).into_response()
+    (
+        StatusCode::OK,
+        Json(json!({"status": report.status, "messages": report.messages})),
+    )
+        .into_response()
 }
 
 /// `GET /manifest.json`.
 pub async fn manifest() -> Response {
     match serde_json::from_str::<Value>(MANIFEST) {
         Ok(v) => Json(v).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("manifest.json is invalid: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("manifest.json is invalid: {e}"),
+        ),
     }
 }
 
@@ -252,7 +222,10 @@ pub async fn index() -> Html<&'static str> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// `GET /admin`: the dashboard tab — the connector's status and sync counters.
@@ -261,7 +234,12 @@ pub async fn admin(State(app): State<App>, Query(q): Query<HashMap<String, Strin
         Ok(c) => c,
         Err(r) => return r,
     };
-    let summary = app.store.connector_summaries().await.ok().and_then(|all| all.into_iter().find(|s| s.id == connector.id));
+    let summary = app
+        .store
+        .connector_summaries()
+        .await
+        .ok()
+        .and_then(|all| all.into_iter().find(|s| s.id == connector.id));
     let mut rows = String::new();
     if let Some(s) = &summary {
         for (k, v) in [
@@ -270,27 +248,56 @@ pub async fn admin(State(app): State<App>, Query(q): Query<HashMap<String, Strin
             ("Jobs waiting for a retry", s.retries.to_string()),
             ("Jobs parked (settings to fix)", s.parked.to_string()),
             ("Dead letters", s.dead_letters.to_string()),
-            ("Last successful write", s.last_success_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into())),
+            (
+                "Last successful write",
+                s.last_success_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "never".into()),
+            ),
         ] {
-            rows.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(&v)));
+            rows.push_str(&format!(
+                "<tr><th>{}</th><td>{}</td></tr>",
+                escape(k),
+                escape(&v)
+            ));
         }
     }
     if let Ok(Some(p)) = app.store.incoming_progress(&connector.id).await {
-        let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
+        let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into())
+        };
         let mut incoming = vec![
             ("Leads fetched up to", fmt(p.cursor)),
-            ("Lag", p.lag_seconds.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "-".into())),
+            (
+                "Lag",
+                p.lag_seconds
+                    .map(|s| format!("{s:.0} s"))
+                    .unwrap_or_else(|| "-".into()),
+            ),
             ("Full import completed", fmt(p.full_import_completed_at)),
         ];
         if let Some(run) = &p.last_run {
-            incoming.push(("Last fetch", format!("{} ({}): {} pages, {} leads", run.kind, run.state, run.pages_done, run.leads_imported)));
+            incoming.push((
+                "Last fetch",
+                format!(
+                    "{} ({}): {} pages, {} leads",
+                    run.kind, run.state, run.pages_done, run.leads_imported
+                ),
+            ));
         }
         for (k, v) in incoming {
-            rows.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(&v)));
+            rows.push_str(&format!(
+                "<tr><th>{}</th><td>{}</td></tr>",
+                escape(k),
+                escape(&v)
+            ));
         }
     }
-    let messages: String =
-        connector.status_messages.iter().map(|m| format!("<li>{}</li>", escape(m))).collect();
+    let messages: String = connector
+        .status_messages
+        .iter()
+        .map(|m| format!("<li>{}</li>", escape(m)))
+        .collect();
     // The query string carries the credentials the button needs, as Hull's dashboard gives them.
     let query: String = q
         .iter()
@@ -317,7 +324,9 @@ pub async fn admin(State(app): State<App>, Query(q): Query<HashMap<String, Strin
 fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -28,7 +28,7 @@ use common::incoming::{changes_from_event, event_key};
 use common::jobs::Envelope;
 use common::store::EventAcceptance;
 
-use crate::routes::authenticate;
+use crate::auth::authenticate;
 use crate::App;
 
 fn answer(status: StatusCode, body: Value) -> Response {

@@ -42,19 +42,67 @@ pub struct SchedulerConfig {
 
 /// Scheduler-specific variables for `--help`.
 pub const VARS: &[(&str, &str, &str)] = &[
-    ("SCHEDULER_LISTEN", "127.0.0.1:9102", "address of /metrics, /healthz and /readyz"),
-    ("SCHEDULER_TICK_SECS", "5", "seconds between scheduler passes"),
-    ("STATUS_INTERVAL_SECS", "1800", "seconds between status checks of a connector"),
-    ("METADATA_REFRESH_SECS", "3600", "seconds between refreshes of a connector's Close metadata"),
-    ("RETRY_BATCH", "500", "due retries republished per pass at most"),
-    ("FETCH_INTERVAL_SECS", "300", "seconds between incremental fetches (setting fetch_interval_minutes wins)"),
-    ("FETCH_OVERLAP_SECS", "300", "seconds before the cursor an incremental fetch re-reads"),
+    (
+        "SCHEDULER_LISTEN",
+        "127.0.0.1:9102",
+        "address of /metrics, /healthz and /readyz",
+    ),
+    (
+        "SCHEDULER_TICK_SECS",
+        "5",
+        "seconds between scheduler passes",
+    ),
+    (
+        "STATUS_INTERVAL_SECS",
+        "1800",
+        "seconds between status checks of a connector",
+    ),
+    (
+        "METADATA_REFRESH_SECS",
+        "3600",
+        "seconds between refreshes of a connector's Close metadata",
+    ),
+    (
+        "RETRY_BATCH",
+        "500",
+        "due retries republished per pass at most",
+    ),
+    (
+        "FETCH_INTERVAL_SECS",
+        "300",
+        "seconds between incremental fetches (setting fetch_interval_minutes wins)",
+    ),
+    (
+        "FETCH_OVERLAP_SECS",
+        "300",
+        "seconds before the cursor an incremental fetch re-reads",
+    ),
     ("FETCH_PAGE_SIZE", "200", "leads per Close search page"),
-    ("FETCH_WINDOWS", "8", "time windows a full import is split into (read in parallel)"),
-    ("FETCH_SPLIT_SECS", "3600", "incremental ranges longer than this are split into windows too"),
-    ("FETCH_LEASE_SECS", "900", "a fetch run without progress for this long is abandoned"),
-    ("PUBLIC_URL", "(none)", "ingest's public base URL for Close webhooks (none: polling only)"),
-    ("WEBHOOK_CHECK_SECS", "900", "seconds between checks of a connector's Close webhook subscription"),
+    (
+        "FETCH_WINDOWS",
+        "8",
+        "time windows a full import is split into (read in parallel)",
+    ),
+    (
+        "FETCH_SPLIT_SECS",
+        "3600",
+        "incremental ranges longer than this are split into windows too",
+    ),
+    (
+        "FETCH_LEASE_SECS",
+        "900",
+        "a fetch run without progress for this long is abandoned",
+    ),
+    (
+        "PUBLIC_URL",
+        "(none)",
+        "ingest's public base URL for Close webhooks (none: polling only)",
+    ),
+    (
+        "WEBHOOK_CHECK_SECS",
+        "900",
+        "seconds between checks of a connector's Close webhook subscription",
+    ),
 ];
 
 impl SchedulerConfig {
@@ -100,8 +148,19 @@ pub struct Scheduler {
 impl Scheduler {
     /// Builds the clients.
     pub fn new(cfg: SchedulerConfig) -> anyhow::Result<Scheduler> {
-        let Clients { store, queue, close, hull } = Clients::new(&cfg.common, cfg.common.database_pool_size.min(4))?;
-        Ok(Scheduler { store, queue, close, hull, cfg })
+        let Clients {
+            store,
+            queue,
+            close,
+            hull,
+        } = Clients::new(&cfg.common, cfg.common.database_pool_size.min(4))?;
+        Ok(Scheduler {
+            store,
+            queue,
+            close,
+            hull,
+            cfg,
+        })
     }
 
     /// One pass. Errors of one step are logged and do not stop the others.
@@ -110,27 +169,40 @@ impl Scheduler {
         let queue = self.queue.clone();
         match self
             .store
-            .republish_due_retries(self.cfg.retry_batch, |envs| async move { queue.publish_all(&envs).await })
+            .republish_due_retries(self.cfg.retry_batch, |envs| async move {
+                queue.publish_all(&envs).await
+            })
             .await
         {
             Ok(n) => report.retries_republished = n,
             Err(e) => tracing::warn!(error = %e, "could not read due retries"),
         }
-        metrics::counter!("scheduler_retries_republished_total").increment(report.retries_republished as u64);
-        match self.store.connectors_due_for_metadata(self.cfg.metadata_interval.as_secs_f64()).await {
+        metrics::counter!("scheduler_retries_republished_total")
+            .increment(report.retries_republished as u64);
+        match self
+            .store
+            .connectors_due_for_metadata(self.cfg.metadata_interval.as_secs_f64())
+            .await
+        {
             Ok(ids) => {
                 for id in ids {
                     if let Ok(Some(c)) = self.store.connector(&id).await {
                         match common::metadata::refresh(&self.store, &self.close, &c).await {
                             Ok(_) => report.metadata_refreshed += 1,
-                            Err(e) => tracing::warn!(connector = %id, error = %e, "connector.metadata.error"),
+                            Err(e) => {
+                                tracing::warn!(connector = %id, error = %e, "connector.metadata.error")
+                            }
                         }
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not list connectors"),
         }
-        match self.store.connectors_due_for_status(self.cfg.status_interval.as_secs_f64()).await {
+        match self
+            .store
+            .connectors_due_for_status(self.cfg.status_interval.as_secs_f64())
+            .await
+        {
             Ok(ids) => {
                 for id in ids {
                     if self.check_status(&id).await {
@@ -145,15 +217,32 @@ impl Scheduler {
     }
 
     async fn check_status(&self, id: &str) -> bool {
-        let Ok(Some(c)) = self.store.connector(id).await else { return false };
-        let meta = c.metadata.as_ref().and_then(|m| serde_json::from_value(m.clone()).ok());
+        let Ok(Some(c)) = self.store.connector(id).await else {
+            return false;
+        };
+        let meta = c
+            .metadata
+            .as_ref()
+            .and_then(|m| serde_json::from_value(m.clone()).ok());
         let report = common::status::check(&self.close, &c, meta.as_ref()).await;
-        if let Err(e) = self.store.set_status(id, &report.status, &report.messages).await {
+        if let Err(e) = self
+            .store
+            .set_status(id, &report.status, &report.messages)
+            .await
+        {
             tracing::warn!(connector = id, error = %e, "could not record the status");
             return false;
         }
-        let creds = HullCredentials { id: c.id.clone(), secret: c.secret.clone(), organization: c.organization.clone() };
-        if let Err(e) = self.hull.put_status(&creds, &report.status, &report.messages).await {
+        let creds = HullCredentials {
+            id: c.id.clone(),
+            secret: c.secret.clone(),
+            organization: c.organization.clone(),
+        };
+        if let Err(e) = self
+            .hull
+            .put_status(&creds, &report.status, &report.messages)
+            .await
+        {
             tracing::warn!(connector = id, error = %e, "could not push the status to Hull");
         }
         tracing::info!(connector = id, status = %report.status, messages = ?report.messages, "connector.status");
@@ -186,7 +275,9 @@ impl Scheduler {
                     _ = shutdown.cancelled() => break,
                 }
                 if lock.0.is_closed() {
-                    tracing::warn!("lost the scheduler lock connection; waiting for leadership again");
+                    tracing::warn!(
+                        "lost the scheduler lock connection; waiting for leadership again"
+                    );
                     break;
                 }
             }
@@ -199,14 +290,18 @@ impl Scheduler {
     async fn acquire_leadership(
         &self,
         shutdown: &CancellationToken,
-    ) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>, tokio_postgres::Error> {
+    ) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>, tokio_postgres::Error>
+    {
         let (client, conn) = tokio_postgres::connect(&self.cfg.common.database_url, NoTls).await?;
         let handle = tokio::spawn(async move {
             let _ = conn.await;
         });
         let mut waiting_logged = false;
         loop {
-            let got: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]).await?.get(0);
+            let got: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY])
+                .await?
+                .get(0);
             if got {
                 return Ok(Some((client, handle)));
             }

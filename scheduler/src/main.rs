@@ -8,7 +8,12 @@ use common::telemetry;
 use scheduler::{Scheduler, SchedulerConfig};
 
 fn help() -> String {
-    format!("{}\n{}\n{}", describe(COMMON_VARS), describe(scheduler::VARS), describe(common::admin::VARS))
+    format!(
+        "{}\n{}\n{}",
+        describe(COMMON_VARS),
+        describe(scheduler::VARS),
+        describe(common::admin::VARS)
+    )
 }
 
 /// Runs periodic work: republishes due retries, checks connector status, refreshes Close
@@ -28,6 +33,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init_tracing(&cfg.common.log_format);
+    cfg.common.warn_if_local("closeio-scheduler");
     let scheduler = match Scheduler::new(cfg.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -35,9 +41,15 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Err(e) = scheduler.store.check_key_at_start().await {
+        eprintln!("closeio-scheduler: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let shutdown = CancellationToken::new();
     let ready = telemetry::store_and_queue_ready(scheduler.store.clone(), scheduler.queue.clone());
-    if let Err(e) = telemetry::serve_ops("SCHEDULER_LISTEN", cfg.listen, ready, shutdown.clone()).await {
+    if let Err(e) =
+        telemetry::serve_ops("SCHEDULER_LISTEN", cfg.listen, ready, shutdown.clone()).await
+    {
         eprintln!("closeio-scheduler: {e}");
         return std::process::ExitCode::from(2);
     }
@@ -61,7 +73,10 @@ async fn main() -> std::process::ExitCode {
 
 /// Serves the HTTP admin API on `ADMIN_LISTEN` when `ADMIN_TOKEN` is set (on every scheduler
 /// replica, active or waiting: it only reads and replays).
-async fn start_admin_api(scheduler: &Scheduler, shutdown: &CancellationToken) -> Result<(), std::process::ExitCode> {
+async fn start_admin_api(
+    scheduler: &Scheduler,
+    shutdown: &CancellationToken,
+) -> Result<(), std::process::ExitCode> {
     let cfg = common::admin::AdminConfig::from_source(&Env).map_err(|e| {
         eprintln!("closeio-scheduler: {e}");
         std::process::ExitCode::from(2)
@@ -70,10 +85,15 @@ async fn start_admin_api(scheduler: &Scheduler, shutdown: &CancellationToken) ->
         tracing::info!("ADMIN_TOKEN is not set: the admin API is off");
         return Ok(());
     };
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| {
-        eprintln!("closeio-scheduler: cannot listen on ADMIN_LISTEN={}: {e}", cfg.listen);
-        std::process::ExitCode::from(2)
-    })?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| {
+            eprintln!(
+                "closeio-scheduler: cannot listen on ADMIN_LISTEN={}: {e}",
+                cfg.listen
+            );
+            std::process::ExitCode::from(2)
+        })?;
     let admin = common::admin::Admin::new(scheduler.store.clone(), scheduler.queue.clone());
     let stop = shutdown.clone();
     tokio::spawn(async move {

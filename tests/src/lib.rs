@@ -33,18 +33,24 @@ pub const OTHER_SEGMENT: &str = "5bffc38f625718d58b000002";
 
 /// The admin URL used to create and drop test databases.
 pub fn admin_db_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// The broker URL.
 pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// Quiet logs unless `RUST_LOG` asks for them.
 pub fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// The private settings of the test connector (original defaults, whitelisting [`SYNC_SEGMENT`]).
@@ -86,13 +92,19 @@ impl TestDb {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
         let mut url = url_with_db(admin_url, &name);
         if url.is_empty() {
             url = admin_url.to_string();
         }
         common::store::migrate(&url).await?;
-        Ok(TestDb { url, name, admin_url: admin_url.to_string() })
+        Ok(TestDb {
+            url,
+            name,
+            admin_url: admin_url.to_string(),
+        })
     }
 
     /// Drops the database.
@@ -101,7 +113,12 @@ impl TestDb {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+            let _ = client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await;
         }
     }
 }
@@ -133,6 +150,8 @@ pub struct EnvOptions {
     pub amqp_url: Option<String>,
     /// Override the admin database URL the test database is created with (a private cluster).
     pub admin_db_url: Option<String>,
+    /// Variables set on top of the defaults (ingest, worker and scheduler read them).
+    pub vars: Vec<(String, String)>,
 }
 
 impl Default for EnvOptions {
@@ -145,6 +164,7 @@ impl Default for EnvOptions {
             skip_signature: false,
             amqp_url: None,
             admin_db_url: None,
+            vars: vec![],
         }
     }
 }
@@ -195,7 +215,9 @@ impl TestEnv {
                 }],
                 accounts: opts.accounts.clone(),
                 users: opts.users.clone(),
-                users_segments: vec![json!({"id": "5bffc38f625718d58b000011", "name": "VIP users"})],
+                users_segments: vec![
+                    json!({"id": "5bffc38f625718d58b000011", "name": "VIP users"}),
+                ],
                 accounts_segments: vec![
                     json!({"id": SYNC_SEGMENT, "name": "Sync to Close"}),
                     json!({"id": OTHER_SEGMENT, "name": "Other accounts"}),
@@ -217,7 +239,12 @@ impl TestEnv {
             ("HULL_FIREHOSE_URL", hull.firehose_url()),
             ("INGEST_LISTEN", "127.0.0.1:0".into()),
             ("HULL_KEY_HOSTS", hull.addr().to_string()),
-            ("SKIP_SIGNATURE_VERIFICATION", opts.skip_signature.to_string()),
+            ("LOCAL_MODE", "true".into()),
+            ("HULL_ORGANIZATIONS", hull.organization()),
+            (
+                "SKIP_SIGNATURE_VERIFICATION",
+                opts.skip_signature.to_string(),
+            ),
             ("WORKER_CONCURRENCY", "4".into()),
             ("WORKER_INLINE_RETRIES", "2".into()),
             ("WORKER_RETRY_BASE_SECS", "0.05".into()),
@@ -226,6 +253,9 @@ impl TestEnv {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         vars.insert("SCHEDULER_TICK_SECS".into(), "0.2".into());
+        for (k, v) in &opts.vars {
+            vars.insert(k.clone(), v.clone());
+        }
         Queue::connect(&amqp, &prefix).await?;
         let ingest_cfg = ingest::IngestConfig::from_source(&vars)?;
         let ingest_stop = CancellationToken::new();
@@ -234,7 +264,17 @@ impl TestEnv {
         // Close webhooks are delivered to the in-process ingest.
         vars.insert("PUBLIC_URL".into(), format!("http://{ingest_addr}"));
         let worker = worker::Worker::new(worker::WorkerConfig::from_source(&vars)?)?;
-        Ok(TestEnv { db, prefix, close, hull, ingest_addr, ingest_stop, ingest_task, vars, worker })
+        Ok(TestEnv {
+            db,
+            prefix,
+            close,
+            hull,
+            ingest_addr,
+            ingest_stop,
+            ingest_task,
+            vars,
+            worker,
+        })
     }
 
     /// Ingest's base URL.
@@ -244,7 +284,12 @@ impl TestEnv {
 
     /// Query string with the connector's credentials (as Hull sends to non-notification calls).
     pub fn creds_query(&self) -> String {
-        format!("organization={}&ship={}&secret={}", self.hull.organization(), CONNECTOR_ID, CONNECTOR_SECRET)
+        format!(
+            "organization={}&ship={}&secret={}",
+            self.hull.organization(),
+            CONNECTOR_ID,
+            CONNECTOR_SECRET
+        )
     }
 
     /// Another worker on the same system.
@@ -259,7 +304,10 @@ impl TestEnv {
     }
 
     /// A scheduler with some variables overridden.
-    pub fn scheduler_with(&self, overrides: &[(&str, &str)]) -> anyhow::Result<scheduler::Scheduler> {
+    pub fn scheduler_with(
+        &self,
+        overrides: &[(&str, &str)],
+    ) -> anyhow::Result<scheduler::Scheduler> {
         let mut vars = self.vars.clone();
         for (k, v) in overrides {
             vars.insert((*k).to_string(), (*v).to_string());
@@ -284,7 +332,13 @@ impl TestEnv {
 
     /// Messages waiting in a queue of this test.
     pub async fn depth(&self, kind: common::jobs::QueueKind) -> anyhow::Result<u32> {
-        let q = Queue::lazy(self.vars.get("AMQP_URL").map(String::as_str).unwrap_or_default(), &self.prefix);
+        let q = Queue::lazy(
+            self.vars
+                .get("AMQP_URL")
+                .map(String::as_str)
+                .unwrap_or_default(),
+            &self.prefix,
+        );
         Ok(q.depth(&q.topology().queue(kind)).await?)
     }
 
@@ -299,7 +353,11 @@ impl TestEnv {
 
     /// Leads in Close whose `url` is `url`.
     pub fn leads_with_url(&self, url: &str) -> Vec<Value> {
-        self.close.leads().into_iter().filter(|l| l.get("url").and_then(Value::as_str) == Some(url)).collect()
+        self.close
+            .leads()
+            .into_iter()
+            .filter(|l| l.get("url").and_then(Value::as_str) == Some(url))
+            .collect()
     }
 
     /// Stops ingest, deletes the queues and drops the database.

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn read(rel: &str) -> String {
@@ -24,7 +27,11 @@ fn workspace_binaries() -> BTreeSet<String> {
         for block in manifest.split("[[bin]]").skip(1) {
             let name = block
                 .lines()
-                .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_string()))
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("name = ")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
                 .expect("bin name");
             out.insert(name);
         }
@@ -36,7 +43,13 @@ fn workspace_binaries() -> BTreeSet<String> {
 /// script.
 fn known_variables() -> BTreeSet<String> {
     let mut vars: BTreeSet<String> = BTreeSet::new();
-    for table in [common::config::COMMON_VARS, ingest::config::VARS, worker::config::VARS, scheduler::VARS, common::admin::VARS] {
+    for table in [
+        common::config::COMMON_VARS,
+        ingest::config::VARS,
+        worker::config::VARS,
+        scheduler::VARS,
+        common::admin::VARS,
+    ] {
         vars.extend(table.iter().map(|(n, _, _)| n.to_string()));
     }
     let sandbox_main = read("sandbox/src/main.rs");
@@ -51,7 +64,8 @@ fn known_variables() -> BTreeSet<String> {
 }
 
 fn compose() -> Value {
-    let mut v: Value = serde_yaml::from_str(&read("docker-compose.yml")).expect("docker-compose.yml parses");
+    let mut v: Value =
+        serde_yaml::from_str(&read("docker-compose.yml")).expect("docker-compose.yml parses");
     v.apply_merge().expect("merge keys resolve");
     // Merges inside services (the `<<: *env` of environment maps) need a second pass per service.
     if let Some(services) = v.get_mut("services").and_then(Value::as_mapping_mut) {
@@ -69,11 +83,29 @@ fn compose() -> Value {
 fn compose_has_every_service_with_healthchecks() {
     let c = compose();
     let services = c["services"].as_mapping().expect("services");
-    for name in ["postgres", "rabbitmq", "migrate", "sandbox", "ingest", "worker", "scheduler"] {
+    for name in [
+        "postgres",
+        "rabbitmq",
+        "migrate",
+        "sandbox",
+        "ingest",
+        "worker",
+        "scheduler",
+    ] {
         assert!(services.contains_key(name), "service {name} missing");
     }
-    for name in ["postgres", "rabbitmq", "sandbox", "ingest", "worker", "scheduler"] {
-        assert!(c["services"][name].get("healthcheck").is_some(), "{name} has no healthcheck");
+    for name in [
+        "postgres",
+        "rabbitmq",
+        "sandbox",
+        "ingest",
+        "worker",
+        "scheduler",
+    ] {
+        assert!(
+            c["services"][name].get("healthcheck").is_some(),
+            "{name} has no healthcheck"
+        );
     }
     // The worker must be scalable: no fixed container name and no published port.
     assert!(c["services"]["worker"].get("container_name").is_none());
@@ -83,11 +115,15 @@ fn compose_has_every_service_with_healthchecks() {
     assert_eq!(c["services"]["migrate"]["command"][1], "migrate");
     for svc in ["ingest", "worker", "scheduler"] {
         assert_eq!(
-            c["services"][svc]["depends_on"]["migrate"]["condition"], "service_completed_successfully",
+            c["services"][svc]["depends_on"]["migrate"]["condition"],
+            "service_completed_successfully",
             "{svc} must wait for the migrations"
         );
     }
-    assert!(c["services"]["rabbitmq"]["image"].as_str().unwrap().contains("management"));
+    assert!(c["services"]["rabbitmq"]["image"]
+        .as_str()
+        .unwrap()
+        .contains("management"));
 }
 
 #[test]
@@ -102,11 +138,19 @@ fn compose_commands_and_variables_exist_in_the_code() {
         if !image.starts_with("closeio-sync") {
             continue;
         }
-        let cmd = svc["command"][0].as_str().unwrap_or_else(|| panic!("{name} has no command"));
+        let cmd = svc["command"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no command"));
         let known = bins.contains(cmd) || dockerfile.contains(&format!("/usr/local/bin/{cmd}"));
-        assert!(known, "{name} runs {cmd}, which the workspace does not build");
+        assert!(
+            known,
+            "{name} runs {cmd}, which the workspace does not build"
+        );
         if bins.contains(cmd) {
-            assert!(dockerfile.contains(&format!("target/release/{cmd}")), "the Dockerfile does not install {cmd}");
+            assert!(
+                dockerfile.contains(&format!("target/release/{cmd}")),
+                "the Dockerfile does not install {cmd}"
+            );
         }
         if let Some(env) = svc.get("environment").and_then(Value::as_mapping) {
             for (k, _) in env {
@@ -120,9 +164,18 @@ fn compose_commands_and_variables_exist_in_the_code() {
 #[test]
 fn configuration_doc_lists_every_variable() {
     let doc = read("docs/configuration.md");
-    for table in [common::config::COMMON_VARS, ingest::config::VARS, worker::config::VARS, scheduler::VARS, common::admin::VARS] {
+    for table in [
+        common::config::COMMON_VARS,
+        ingest::config::VARS,
+        worker::config::VARS,
+        scheduler::VARS,
+        common::admin::VARS,
+    ] {
         for (name, _, _) in table {
-            assert!(doc.contains(&format!("`{name}`")), "docs/configuration.md does not document {name}");
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/configuration.md does not document {name}"
+            );
         }
     }
 }
@@ -131,9 +184,21 @@ fn configuration_doc_lists_every_variable() {
 fn readme_first_screen_gives_the_two_commands() {
     let readme = read("README.md");
     let first: String = readme.lines().take(40).collect::<Vec<_>>().join("\n");
-    assert!(first.contains("docker compose up"), "README must say how to start the system");
-    assert!(first.contains("scripts/demo.sh"), "README must give the no-Docker start command");
-    assert!(first.contains("cargo nextest run --workspace"), "README must give the test command");
+    assert!(
+        first.contains("docker compose up"),
+        "README must say how to start the system"
+    );
+    assert!(
+        first.contains("scripts/demo.sh"),
+        "README must give the no-Docker start command"
+    );
+    assert!(
+        first.contains("cargo nextest run --workspace"),
+        "README must give the test command"
+    );
     let ci = read(".ci/run");
-    assert!(ci.contains("cargo nextest run --workspace"), ".ci/run must run the README's test command");
+    assert!(
+        ci.contains("cargo nextest run --workspace"),
+        ".ci/run must run the README's test command"
+    );
 }

@@ -699,7 +699,11 @@ async fn permanent_400_is_dead_lettered_then_replayed_after_the_fix() {
         .expect("account")
         .id;
     env.hull
-        .notify(CONNECTOR_ID, "account:update", std::slice::from_ref(&broken))
+        .notify(
+            CONNECTOR_ID,
+            "account:update",
+            std::slice::from_ref(&broken),
+        )
         .await
         .expect("notify");
     env.drain().await.expect("drain");

@@ -36,16 +36,56 @@ pub struct WorkerConfig {
 
 /// Worker-specific variables for `--help`.
 pub const VARS: &[(&str, &str, &str)] = &[
-    ("WORKER_LISTEN", "127.0.0.1:9101", "address of /metrics, /healthz and /readyz"),
-    ("WORKER_CONCURRENCY", "8", "jobs processed at once (RabbitMQ prefetch)"),
-    ("WORKER_MAX_ATTEMPTS", "8", "attempts before a job becomes a dead letter"),
-    ("WORKER_INLINE_RETRIES", "3", "in-process retries of a transient failure"),
-    ("WORKER_RETRY_BASE_SECS", "5", "first delay of the persisted retry schedule"),
-    ("WORKER_RETRY_MAX_SECS", "3600", "longest delay of the persisted retry schedule"),
-    ("WORKER_DRAIN_SECS", "30", "time in-flight jobs get to finish on SIGTERM"),
-    ("METADATA_TTL_SECS", "3600", "age at which cached Close metadata is refreshed"),
-    ("FIREHOSE_BATCH_SIZE", "50", "entries per Hull firehose call at most"),
-    ("FIREHOSE_LINGER_MS", "20", "how long a write-back waits to share a firehose call"),
+    (
+        "WORKER_LISTEN",
+        "127.0.0.1:9101",
+        "address of /metrics, /healthz and /readyz",
+    ),
+    (
+        "WORKER_CONCURRENCY",
+        "8",
+        "jobs processed at once (RabbitMQ prefetch)",
+    ),
+    (
+        "WORKER_MAX_ATTEMPTS",
+        "8",
+        "attempts before a job becomes a dead letter",
+    ),
+    (
+        "WORKER_INLINE_RETRIES",
+        "3",
+        "in-process retries of a transient failure",
+    ),
+    (
+        "WORKER_RETRY_BASE_SECS",
+        "5",
+        "first delay of the persisted retry schedule",
+    ),
+    (
+        "WORKER_RETRY_MAX_SECS",
+        "3600",
+        "longest delay of the persisted retry schedule",
+    ),
+    (
+        "WORKER_DRAIN_SECS",
+        "30",
+        "time in-flight jobs get to finish on SIGTERM",
+    ),
+    (
+        "METADATA_TTL_SECS",
+        "3600",
+        "age at which cached Close metadata is refreshed",
+    ),
+    (
+        "FIREHOSE_BATCH_SIZE",
+        "50",
+        "entries per Hull firehose call at most",
+    ),
+    (
+        "FIREHOSE_LINGER_MS",
+        "20",
+        "how long a write-back waits to share a firehose call",
+    ),
 ];
 
 impl WorkerConfig {
@@ -62,7 +102,11 @@ impl WorkerConfig {
             drain: config::secs_or(src, "WORKER_DRAIN_SECS", 30.0)?,
             metadata_ttl: config::secs_or(src, "METADATA_TTL_SECS", 3600.0)?,
             firehose_batch: config::positive_or(src, "FIREHOSE_BATCH_SIZE", 50usize)?,
-            firehose_linger: Duration::from_millis(config::parse_or(src, "FIREHOSE_LINGER_MS", 20u64)?),
+            firehose_linger: Duration::from_millis(config::parse_or(
+                src,
+                "FIREHOSE_LINGER_MS",
+                20u64,
+            )?),
         })
     }
 }

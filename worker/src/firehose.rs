@@ -32,16 +32,25 @@ impl FirehoseSink {
     }
 
     /// Sends `entries` in the next batch; resolves when Hull accepted (or refused) that batch.
-    pub async fn send(&self, creds: &HullCredentials, entries: Vec<FirehoseEntry>) -> Result<(), HullError> {
+    pub async fn send(
+        &self,
+        creds: &HullCredentials,
+        entries: Vec<FirehoseEntry>,
+    ) -> Result<(), HullError> {
         if entries.is_empty() {
             return Ok(());
         }
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Submit { creds: creds.clone(), entries, done })
+            .send(Submit {
+                creds: creds.clone(),
+                entries,
+                done,
+            })
             .await
             .map_err(|_| HullError::Transport("the firehose batcher has stopped".into()))?;
-        wait.await.map_err(|_| HullError::Transport("the firehose batcher has stopped".into()))?
+        wait.await
+            .map_err(|_| HullError::Transport("the firehose batcher has stopped".into()))?
     }
 }
 
@@ -62,7 +71,8 @@ async fn run(hull: HullClient, mut rx: mpsc::Receiver<Submit>, max_batch: usize,
         // One firehose call per connector (entries are signed with its secret).
         while !pending.is_empty() {
             let id = pending[0].creds.id.clone();
-            let (group, rest): (Vec<Submit>, Vec<Submit>) = pending.into_iter().partition(|s| s.creds.id == id);
+            let (group, rest): (Vec<Submit>, Vec<Submit>) =
+                pending.into_iter().partition(|s| s.creds.id == id);
             pending = rest;
             let creds = group[0].creds.clone();
             let mut entries = Vec::new();

@@ -3,8 +3,8 @@
 //! its outcome is committed (done, scheduled for retry, parked or dead-lettered).
 
 pub mod config;
-pub mod incoming;
 pub mod firehose;
+pub mod incoming;
 pub mod outgoing;
 
 use std::sync::Arc;
@@ -121,9 +121,24 @@ pub struct Worker {
 impl Worker {
     /// Builds the clients. Connections are opened on demand.
     pub fn new(cfg: WorkerConfig) -> Result<Worker, anyhow::Error> {
-        let Clients { store, queue, close, hull } = Clients::new(&cfg.common, cfg.common.database_pool_size)?;
-        let firehose = firehose::FirehoseSink::spawn(hull.clone(), cfg.firehose_batch, cfg.firehose_linger);
-        Ok(Worker { ctx: Arc::new(Ctx { store, queue, close, hull, firehose, cfg }) })
+        let Clients {
+            store,
+            queue,
+            close,
+            hull,
+        } = Clients::new(&cfg.common, cfg.common.database_pool_size)?;
+        let firehose =
+            firehose::FirehoseSink::spawn(hull.clone(), cfg.firehose_batch, cfg.firehose_linger);
+        Ok(Worker {
+            ctx: Arc::new(Ctx {
+                store,
+                queue,
+                close,
+                hull,
+                firehose,
+                cfg,
+            }),
+        })
     }
 
     /// The shared state (tests inspect it).
@@ -157,7 +172,8 @@ impl Worker {
             })
             .await;
         metrics::gauge!("worker_jobs_in_flight").decrement(1.0);
-        metrics::histogram!("worker_job_duration_seconds", "job" => job_name).record(start.elapsed().as_secs_f64());
+        metrics::histogram!("worker_job_duration_seconds", "job" => job_name)
+            .record(start.elapsed().as_secs_f64());
         let disposition = match result {
             Ok(outcome) => {
                 // A retry row may exist whatever the attempt number: parked jobs keep theirs
@@ -187,16 +203,31 @@ impl Worker {
     async fn run_job(&self, env: &Envelope) -> Result<JobOutcome, JobError> {
         let (ctx, cid) = (&self.ctx, env.connector_id.as_str());
         match &env.job {
-            Job::OutgoingAccount(m) => outgoing::account(ctx, cid, m).await.map(JobOutcome::Outgoing),
+            Job::OutgoingAccount(m) => outgoing::account(ctx, cid, m)
+                .await
+                .map(JobOutcome::Outgoing),
             Job::OutgoingUser(m) => outgoing::user(ctx, cid, m).await.map(JobOutcome::Outgoing),
-            Job::FetchStart { run_id } => incoming::fetch_start(ctx, cid, *run_id).await.map(JobOutcome::Incoming),
-            Job::FetchPage { run_id, window, seq } => {
-                incoming::fetch_page(ctx, cid, *run_id, *window, *seq).await.map(JobOutcome::Incoming)
-            }
-            Job::RefreshLead { lead_id } => incoming::refresh_lead(ctx, cid, lead_id).await.map(JobOutcome::Incoming),
-            Job::CloseDeleted { kind, close_id, at, merged_into } => {
-                incoming::close_deleted(ctx, cid, *kind, close_id, at, merged_into.as_deref()).await.map(JobOutcome::Incoming)
-            }
+            Job::FetchStart { run_id } => incoming::fetch_start(ctx, cid, *run_id)
+                .await
+                .map(JobOutcome::Incoming),
+            Job::FetchPage {
+                run_id,
+                window,
+                seq,
+            } => incoming::fetch_page(ctx, cid, *run_id, *window, *seq)
+                .await
+                .map(JobOutcome::Incoming),
+            Job::RefreshLead { lead_id } => incoming::refresh_lead(ctx, cid, lead_id)
+                .await
+                .map(JobOutcome::Incoming),
+            Job::CloseDeleted {
+                kind,
+                close_id,
+                at,
+                merged_into,
+            } => incoming::close_deleted(ctx, cid, *kind, close_id, at, merged_into.as_deref())
+                .await
+                .map(JobOutcome::Incoming),
         }
     }
 
@@ -206,10 +237,14 @@ impl Worker {
         let (kind_event, entity) = match &env.job {
             Job::OutgoingAccount(_) => ("outgoing.account.error", env.job.entity_key()),
             Job::OutgoingUser(_) => ("outgoing.user.error", env.job.entity_key()),
-            Job::FetchStart { .. } | Job::FetchPage { .. } => ("incoming.job.error", env.job.entity_key()),
-            Job::RefreshLead { .. } | Job::CloseDeleted { kind: common::jobs::EntityKind::Account, .. } => {
-                ("incoming.account.error", env.job.entity_key())
+            Job::FetchStart { .. } | Job::FetchPage { .. } => {
+                ("incoming.job.error", env.job.entity_key())
             }
+            Job::RefreshLead { .. }
+            | Job::CloseDeleted {
+                kind: common::jobs::EntityKind::Account,
+                ..
+            } => ("incoming.account.error", env.job.entity_key()),
             Job::CloseDeleted { .. } => ("incoming.user.error", env.job.entity_key()),
         };
         let class = e.class();
@@ -221,7 +256,9 @@ impl Worker {
             }
             ErrorClass::Configuration => {
                 ctx.store.park_connector(&env.connector_id, &error).await?;
-                ctx.store.schedule_retry(env, &error, Utc::now(), true).await?;
+                ctx.store
+                    .schedule_retry(env, &error, Utc::now(), true)
+                    .await?;
                 Ok(Disposition::Parked)
             }
             ErrorClass::Retryable { after } => {
@@ -230,11 +267,17 @@ impl Worker {
                 if next.attempt >= ctx.cfg.max_attempts {
                     // Recorded with the attempt that failed last, so the dead letter counts
                     // the attempts made (`attempt + 1`), not one more.
-                    self.dead_letter(env, &format!("gave up after {} attempts: {error}", next.attempt)).await?;
+                    self.dead_letter(
+                        env,
+                        &format!("gave up after {} attempts: {error}", next.attempt),
+                    )
+                    .await?;
                     return Ok(Disposition::Dead);
                 }
                 let delay = retry_delay(&ctx.cfg, next.attempt, after);
-                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::hours(1));
+                let at = Utc::now()
+                    + chrono::Duration::from_std(delay)
+                        .unwrap_or_else(|_| chrono::Duration::hours(1));
                 ctx.store.schedule_retry(&next, &error, at, false).await?;
                 Ok(Disposition::Retry)
             }
@@ -256,8 +299,14 @@ impl Worker {
             Ok(env) => env,
             Err(e) => {
                 tracing::error!(error = %e, "unreadable job: moved to the dead-letter queue");
-                let _ = delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
-                metrics::counter!("worker_jobs_total", "job" => "unreadable", "outcome" => "dead").increment(1);
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: false,
+                        ..Default::default()
+                    })
+                    .await;
+                metrics::counter!("worker_jobs_total", "job" => "unreadable", "outcome" => "dead")
+                    .increment(1);
                 return;
             }
         };
@@ -273,7 +322,12 @@ impl Worker {
                 // until the database answers again, so an outage does not burn its deliveries
                 // (and the prefetch window stops the intake meanwhile).
                 self.wait_for_store().await;
-                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
             }
         }
     }
@@ -382,11 +436,22 @@ impl Worker {
         };
         // Stop taking new work, finish what is in flight (acks need the channels open).
         for (ch, ctag) in &channels {
-            let _ = ch.basic_cancel(ctag.as_str().into(), lapin::options::BasicCancelOptions::default()).await;
+            let _ = ch
+                .basic_cancel(
+                    ctag.as_str().into(),
+                    lapin::options::BasicCancelOptions::default(),
+                )
+                .await;
         }
         let drain = self.ctx.cfg.drain;
-        if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
-            tracing::warn!(?drain, "drain deadline passed; unfinished jobs will be redelivered");
+        if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?drain,
+                "drain deadline passed; unfinished jobs will be redelivered"
+            );
             tasks.abort_all();
         }
         let _ = conn.close(200, "bye".into()).await;

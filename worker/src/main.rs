@@ -8,7 +8,11 @@ use common::telemetry;
 use worker::{Worker, WorkerConfig};
 
 fn help() -> String {
-    format!("{}\n{}", describe(COMMON_VARS), describe(worker::config::VARS))
+    format!(
+        "{}\n{}",
+        describe(COMMON_VARS),
+        describe(worker::config::VARS)
+    )
 }
 
 /// Consumes jobs from RabbitMQ and syncs Hull with Close. Configured by environment variables.
@@ -27,9 +31,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init_tracing(&cfg.common.log_format);
-    if cfg.common.uses_dev_key(&Env) {
-        tracing::warn!("ENCRYPTION_KEY is not set: using the development key (never do this in production)");
-    }
+    cfg.common.warn_if_local("closeio-worker");
     let worker = match Worker::new(cfg.clone()) {
         Ok(w) => w,
         Err(e) => {
@@ -37,9 +39,15 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Err(e) = worker.ctx().store.check_key_at_start().await {
+        eprintln!("closeio-worker: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let shutdown = CancellationToken::new();
-    let ready = telemetry::store_and_queue_ready(worker.ctx().store.clone(), worker.ctx().queue.clone());
-    if let Err(e) = telemetry::serve_ops("WORKER_LISTEN", cfg.listen, ready, shutdown.clone()).await {
+    let ready =
+        telemetry::store_and_queue_ready(worker.ctx().store.clone(), worker.ctx().queue.clone());
+    if let Err(e) = telemetry::serve_ops("WORKER_LISTEN", cfg.listen, ready, shutdown.clone()).await
+    {
         eprintln!("closeio-worker: {e}");
         return std::process::ExitCode::from(2);
     }

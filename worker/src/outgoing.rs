@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use common::closeio::{ApiKey, CloseError};
 use common::hull::{FirehoseEntry, HullCredentials};
 use common::jobs::{EntityKind, OutgoingMessage};
-use common::mapping::{self, CloseMetadata, Settings, SkipReason};
+use common::mapping::{self, account_key, CloseMetadata, Settings, SkipReason};
 use common::store::{self, Connector, SyncState};
 
 use crate::{Ctx, JobError};
@@ -56,12 +56,16 @@ pub async fn tenant(ctx: &Ctx, connector_id: &str) -> Result<Tenant, JobError> {
         .await?
         .ok_or_else(|| JobError::Permanent(format!("unknown connector {connector_id}")))?;
     if let Some(reason) = &connector.parked_reason {
-        return Err(JobError::Configuration(format!("connector is parked: {reason}")));
+        return Err(JobError::Configuration(format!(
+            "connector is parked: {reason}"
+        )));
     }
     let settings = Settings::from_private_settings(&connector.settings_with_key())
         .map_err(|e| JobError::Configuration(format!("invalid settings: {e}")))?;
     if !settings.has_valid_api_key() {
-        return Err(JobError::Configuration("No API key specified in the Settings.".into()));
+        return Err(JobError::Configuration(
+            "No API key specified in the Settings.".into(),
+        ));
     }
     let key = ApiKey::new(settings.api_key.clone().unwrap_or_default());
     let creds = HullCredentials {
@@ -69,7 +73,12 @@ pub async fn tenant(ctx: &Ctx, connector_id: &str) -> Result<Tenant, JobError> {
         secret: connector.secret.clone(),
         organization: connector.organization.clone(),
     };
-    Ok(Tenant { connector, settings, key, creds })
+    Ok(Tenant {
+        connector,
+        settings,
+        key,
+        creds,
+    })
 }
 
 fn object<'a>(v: &'a Value, field: &str) -> Option<&'a Map<String, Value>> {
@@ -79,7 +88,12 @@ fn object<'a>(v: &'a Value, field: &str) -> Option<&'a Map<String, Value>> {
 fn segment_ids(v: &Value, field: &str) -> Vec<String> {
     v.get(field)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.get("id").and_then(Value::as_str)).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.get("id").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -90,33 +104,60 @@ fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
 /// Claims of a Hull entity from its own attributes (what `asAccount(account)` keeps).
 fn claims_from(m: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
     keys.iter()
-        .filter_map(|k| m.get(*k).filter(|v| !v.is_null()).map(|v| (k.to_string(), v.clone())))
+        .filter_map(|k| {
+            m.get(*k)
+                .filter(|v| !v.is_null())
+                .map(|v| (k.to_string(), v.clone()))
+        })
         .collect()
 }
 
 fn log_skip(kind: EntityKind, connector: &str, hull_id: &str, reason: &SkipReason) -> Outcome {
     let msg = reason.message();
     match kind {
-        EntityKind::Account => tracing::info!(connector, account_id = hull_id, reason = %msg, "outgoing.account.skip"),
-        EntityKind::User => tracing::info!(connector, user_id = hull_id, reason = %msg, "outgoing.user.skip"),
+        EntityKind::Account => {
+            tracing::info!(connector, account_id = hull_id, reason = %msg, "outgoing.account.skip")
+        }
+        EntityKind::User => {
+            tracing::info!(connector, user_id = hull_id, reason = %msg, "outgoing.user.skip")
+        }
     }
     Outcome::Skipped(msg)
 }
 
 /// `account:update`: push the account as a lead.
-pub async fn account(ctx: &Ctx, connector_id: &str, msg: &OutgoingMessage) -> Result<Outcome, JobError> {
+pub async fn account(
+    ctx: &Ctx,
+    connector_id: &str,
+    msg: &OutgoingMessage,
+) -> Result<Outcome, JobError> {
     let t = tenant(ctx, connector_id).await?;
     let account = object(&msg.message, "account")
         .ok_or_else(|| JobError::Permanent("message has no account object".into()))?;
-    let hull_id = str_field(account, "id").ok_or_else(|| JobError::Permanent("account has no id".into()))?;
+    let hull_id = account_key(account)
+        .ok_or_else(|| JobError::Permanent("account has no id, external_id or domain".into()))?;
+    let hull_id = hull_id.as_str();
     if !msg.is_export && mapping::changes_only_closeio(msg.message.get("changes")) {
-        return Ok(log_skip(EntityKind::Account, connector_id, hull_id, &SkipReason::EchoOnly));
+        return Ok(log_skip(
+            EntityKind::Account,
+            connector_id,
+            hull_id,
+            &SkipReason::EchoOnly,
+        ));
     }
     let account_segments = segment_ids(&msg.message, "account_segments");
-    if let Err(reason) = mapping::filter_account(&t.settings, account, &account_segments, msg.is_export) {
-        return Ok(log_skip(EntityKind::Account, connector_id, hull_id, &reason));
+    if let Err(reason) =
+        mapping::filter_account(&t.settings, account, &account_segments, msg.is_export)
+    {
+        return Ok(log_skip(
+            EntityKind::Account,
+            connector_id,
+            hull_id,
+            &reason,
+        ));
     }
-    let meta = common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
+    let meta =
+        common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
     let (outcome, _lead_id) = sync_lead(ctx, &t, &meta, account).await?;
     Ok(outcome)
 }
@@ -129,12 +170,22 @@ async fn sync_lead(
     account: &Map<String, Value>,
 ) -> Result<(Outcome, String), JobError> {
     let cid = t.connector.id.as_str();
-    let hull_id = str_field(account, "id").ok_or_else(|| JobError::Permanent("account has no id".into()))?;
+    let hull_id = account_key(account)
+        .ok_or_else(|| JobError::Permanent("account has no id, external_id or domain".into()))?;
+    let hull_id = hull_id.as_str();
     let update_body = mapping::lead_body(&t.settings, account, false);
     let hash = mapping::body_hash(&update_body);
 
-    let mut client = ctx.store.pool().get().await.map_err(common::store::StoreError::from)?;
-    let tx = client.transaction().await.map_err(common::store::StoreError::from)?;
+    let mut client = ctx
+        .store
+        .pool()
+        .get()
+        .await
+        .map_err(common::store::StoreError::from)?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(common::store::StoreError::from)?;
     store::lock_entity(&tx, cid, EntityKind::Account, hull_id).await?;
     let state = store::load_state(&tx, cid, EntityKind::Account, hull_id).await?;
     if let (Some(id), Some(h)) = (&state.close_id, &state.body_hash) {
@@ -142,10 +193,18 @@ async fn sync_lead(
             tx.commit().await.map_err(common::store::StoreError::from)?;
             tracing::info!(connector = cid, account_id = hull_id, lead_id = %id,
                 reason = "the lead in Close already has these values", "outgoing.account.skip");
-            return Ok((Outcome::Unchanged { close_id: id.clone() }, id.clone()));
+            return Ok((
+                Outcome::Unchanged {
+                    close_id: id.clone(),
+                },
+                id.clone(),
+            ));
         }
     }
-    let known_id = state.close_id.clone().or_else(|| str_field(account, "closeio/id").map(str::to_string));
+    let known_id = state
+        .close_id
+        .clone()
+        .or_else(|| str_field(account, "closeio/id").map(str::to_string));
 
     let mut written: Option<(Value, Action)> = None;
     if let Some(id) = &known_id {
@@ -175,15 +234,31 @@ async fn sync_lead(
         traits.extend(mapping::opportunity_traits(&lead));
     }
     let claims = claims_from(account, &["id", "external_id", "domain"]);
-    ctx.firehose.send(&t.creds, vec![FirehoseEntry::traits_account(claims, traits)?]).await?;
+    ctx.firehose
+        .send(
+            &t.creds,
+            vec![FirehoseEntry::traits_account(claims, traits)?],
+        )
+        .await?;
 
-    let new_state = SyncState { close_id: Some(lead_id.clone()), lead_id: None, body_hash: Some(hash), failures: 0 };
+    let new_state = SyncState {
+        close_id: Some(lead_id.clone()),
+        lead_id: None,
+        body_hash: Some(hash),
+        failures: 0,
+    };
     store::save_success(&tx, cid, EntityKind::Account, hull_id, &new_state).await?;
     tx.commit().await.map_err(common::store::StoreError::from)?;
     tracing::info!(connector = cid, account_id = hull_id, lead_id = %lead_id, action = ?action,
         body = %serde_json::Value::Object(update_body), "outgoing.account.success");
     metrics::counter!("outgoing_writes_total", "kind" => "lead", "action" => format!("{action:?}").to_lowercase()).increment(1);
-    Ok((Outcome::Written { close_id: lead_id.clone(), action }, lead_id))
+    Ok((
+        Outcome::Written {
+            close_id: lead_id.clone(),
+            action,
+        },
+        lead_id,
+    ))
 }
 
 /// No known lead: look it up by the identifier field; create only when nothing matches.
@@ -193,16 +268,29 @@ async fn create_or_adopt_lead(
     account: &Map<String, Value>,
     update_body: &Map<String, Value>,
 ) -> Result<(Value, Action), JobError> {
-    let ident_field = t.settings.lead_identifier_service.clone().unwrap_or_else(|| "url".to_string());
+    let ident_field = t
+        .settings
+        .lead_identifier_service
+        .clone()
+        .unwrap_or_else(|| "url".to_string());
     if let Some(value) = update_body.get(&ident_field).filter(|v| !v.is_null()) {
         let mut found = ctx.close.find_leads(&t.key, &ident_field, value).await?;
         // The oldest lead wins when Close already holds duplicates.
         found.sort_by(|a, b| {
-            let d = |l: &Value| l.get("date_created").and_then(Value::as_str).unwrap_or("").to_string();
+            let d = |l: &Value| {
+                l.get("date_created")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
             d(a).cmp(&d(b))
         });
         if let Some(existing) = found.into_iter().next() {
-            let id = existing.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let id = existing
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if lead_matches(&existing, update_body) {
                 return Ok((existing, Action::Adopted));
             }
@@ -222,35 +310,61 @@ fn lead_matches(lead: &Value, body: &Map<String, Value>) -> bool {
 
 /// `user:update`: push the user as a contact under its account's lead (creating the lead first
 /// when the account has none yet).
-pub async fn user(ctx: &Ctx, connector_id: &str, msg: &OutgoingMessage) -> Result<Outcome, JobError> {
+pub async fn user(
+    ctx: &Ctx,
+    connector_id: &str,
+    msg: &OutgoingMessage,
+) -> Result<Outcome, JobError> {
     let t = tenant(ctx, connector_id).await?;
-    let user = object(&msg.message, "user").ok_or_else(|| JobError::Permanent("message has no user object".into()))?;
-    let hull_id = str_field(user, "id").ok_or_else(|| JobError::Permanent("user has no id".into()))?;
+    let user = object(&msg.message, "user")
+        .ok_or_else(|| JobError::Permanent("message has no user object".into()))?;
+    let hull_id =
+        str_field(user, "id").ok_or_else(|| JobError::Permanent("user has no id".into()))?;
     if !msg.is_export && mapping::changes_only_closeio(msg.message.get("changes")) {
-        return Ok(log_skip(EntityKind::User, connector_id, hull_id, &SkipReason::EchoOnly));
+        return Ok(log_skip(
+            EntityKind::User,
+            connector_id,
+            hull_id,
+            &SkipReason::EchoOnly,
+        ));
     }
     let account = object(&msg.message, "account").filter(|a| !a.is_empty());
     let user_segments = segment_ids(&msg.message, "segments");
     let account_segments = segment_ids(&msg.message, "account_segments");
-    if let Err(reason) =
-        mapping::filter_user(&t.settings, &user_segments, account, &account_segments, msg.is_export)
-    {
+    if let Err(reason) = mapping::filter_user(
+        &t.settings,
+        &user_segments,
+        account,
+        &account_segments,
+        msg.is_export,
+    ) {
         return Ok(log_skip(EntityKind::User, connector_id, hull_id, &reason));
     }
     let Some(account) = account else {
-        return Ok(log_skip(EntityKind::User, connector_id, hull_id, &SkipReason::UserNoAccount));
+        return Ok(log_skip(
+            EntityKind::User,
+            connector_id,
+            hull_id,
+            &SkipReason::UserNoAccount,
+        ));
     };
-    let meta = common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
+    let meta =
+        common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
     let lead_id = lead_of(ctx, &t, &meta, account).await?;
     match sync_contact(ctx, &t, &meta, user, &lead_id).await {
         // The lead we knew was deleted in Close: forget it, sync the account again (found by
         // lookup or created), then the contact under the lead that exists.
         Err(JobError::Close(e)) if lead_is_gone(&e) => {
-            let account_id = str_field(account, "id").unwrap_or_default();
-            tracing::warn!(connector = connector_id, account_id, lead_id = %lead_id,
+            let account_id = account_key(account).unwrap_or_default();
+            tracing::warn!(connector = connector_id, account_id = %account_id, lead_id = %lead_id,
                 "the account's lead no longer exists in Close; syncing the account again");
-            let client = ctx.store.pool().get().await.map_err(common::store::StoreError::from)?;
-            store::forget_close_id(&client, connector_id, EntityKind::Account, account_id).await?;
+            let client = ctx
+                .store
+                .pool()
+                .get()
+                .await
+                .map_err(common::store::StoreError::from)?;
+            store::forget_close_id(&client, connector_id, EntityKind::Account, &account_id).await?;
             drop(client);
             let mut fresh = account.clone();
             fresh.remove("closeio/id");
@@ -271,19 +385,37 @@ fn lead_is_gone(e: &CloseError) -> bool {
 }
 
 /// The lead id of an account: from the sync state, the `closeio/id` attribute, or by syncing
-/// the account now.
-async fn lead_of(ctx: &Ctx, t: &Tenant, meta: &CloseMetadata, account: &Map<String, Value>) -> Result<String, JobError> {
-    let account_id = str_field(account, "id").ok_or_else(|| JobError::Permanent("account has no id".into()))?;
-    let client = ctx.store.pool().get().await.map_err(common::store::StoreError::from)?;
-    let state = store::load_state(&client, &t.connector.id, EntityKind::Account, account_id).await?;
-    drop(client);
-    if let Some(id) = state.close_id {
-        return Ok(id);
+/// the account now. An account without a Hull id is known by its identifier claims (or only
+/// by its `closeio/id`).
+async fn lead_of(
+    ctx: &Ctx,
+    t: &Tenant,
+    meta: &CloseMetadata,
+    account: &Map<String, Value>,
+) -> Result<String, JobError> {
+    let key = account_key(account);
+    if let Some(key) = &key {
+        let client = ctx
+            .store
+            .pool()
+            .get()
+            .await
+            .map_err(common::store::StoreError::from)?;
+        let state = store::load_state(&client, &t.connector.id, EntityKind::Account, key).await?;
+        drop(client);
+        if let Some(id) = state.close_id {
+            return Ok(id);
+        }
     }
     if let Some(id) = str_field(account, "closeio/id") {
         return Ok(id.to_string());
     }
-    tracing::info!(connector = %t.connector.id, account_id, "the user's account has no lead yet: creating it first");
+    let Some(account_id) = key else {
+        return Err(JobError::Permanent(
+            "the user's account has no id, external_id, domain or closeio/id".into(),
+        ));
+    };
+    tracing::info!(connector = %t.connector.id, account_id = %account_id, "the user's account has no lead yet: creating it first");
     let (_, lead_id) = sync_lead(ctx, t, meta, account).await?;
     Ok(lead_id)
 }
@@ -296,12 +428,21 @@ async fn sync_contact(
     lead_id: &str,
 ) -> Result<Outcome, JobError> {
     let cid = t.connector.id.as_str();
-    let hull_id = str_field(user, "id").ok_or_else(|| JobError::Permanent("user has no id".into()))?;
+    let hull_id =
+        str_field(user, "id").ok_or_else(|| JobError::Permanent("user has no id".into()))?;
     let body = mapping::contact_body(&t.settings, user, lead_id);
     let hash = mapping::body_hash(&body);
 
-    let mut client = ctx.store.pool().get().await.map_err(common::store::StoreError::from)?;
-    let tx = client.transaction().await.map_err(common::store::StoreError::from)?;
+    let mut client = ctx
+        .store
+        .pool()
+        .get()
+        .await
+        .map_err(common::store::StoreError::from)?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(common::store::StoreError::from)?;
     store::lock_entity(&tx, cid, EntityKind::User, hull_id).await?;
     let state = store::load_state(&tx, cid, EntityKind::User, hull_id).await?;
     if let (Some(id), Some(h)) = (&state.close_id, &state.body_hash) {
@@ -309,10 +450,15 @@ async fn sync_contact(
             tx.commit().await.map_err(common::store::StoreError::from)?;
             tracing::info!(connector = cid, user_id = hull_id, contact_id = %id,
                 reason = "the contact in Close already has these values", "outgoing.user.skip");
-            return Ok(Outcome::Unchanged { close_id: id.clone() });
+            return Ok(Outcome::Unchanged {
+                close_id: id.clone(),
+            });
         }
     }
-    let known_id = state.close_id.clone().or_else(|| str_field(user, "traits_closeio/id").map(str::to_string));
+    let known_id = state
+        .close_id
+        .clone()
+        .or_else(|| str_field(user, "traits_closeio/id").map(str::to_string));
     let mut written: Option<(Value, Action)> = None;
     if let Some(id) = &known_id {
         match ctx.close.update_contact(&t.key, id, &body).await {
@@ -339,7 +485,9 @@ async fn sync_contact(
     }
     let traits = mapping::contact_traits(&t.settings, meta, &response);
     let claims = claims_from(user, &["id", "email", "external_id"]);
-    ctx.firehose.send(&t.creds, vec![FirehoseEntry::traits_user(claims, traits)?]).await?;
+    ctx.firehose
+        .send(&t.creds, vec![FirehoseEntry::traits_user(claims, traits)?])
+        .await?;
 
     let new_state = SyncState {
         close_id: Some(contact_id.clone()),
@@ -352,7 +500,10 @@ async fn sync_contact(
     tracing::info!(connector = cid, user_id = hull_id, contact_id = %contact_id, action = ?action,
         body = %serde_json::Value::Object(body), "outgoing.user.success");
     metrics::counter!("outgoing_writes_total", "kind" => "contact", "action" => format!("{action:?}").to_lowercase()).increment(1);
-    Ok(Outcome::Written { close_id: contact_id, action })
+    Ok(Outcome::Written {
+        close_id: contact_id,
+        action,
+    })
 }
 
 /// No known contact: look for it by email (or, without email, by name) within its lead.
@@ -370,13 +521,23 @@ async fn create_or_adopt_contact(
             .get("emails")
             .and_then(Value::as_array)
             .map(|list| {
-                list.iter().any(|e| e.get("email").and_then(Value::as_str).map(str::to_lowercase).as_deref() == Some(email))
+                list.iter().any(|e| {
+                    e.get("email")
+                        .and_then(Value::as_str)
+                        .map(str::to_lowercase)
+                        .as_deref()
+                        == Some(email)
+                })
             })
             .unwrap_or(false),
         None => body.get("name").is_some() && c.get("name") == body.get("name"),
     });
     if let Some(c) = found {
-        let id = c.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let id = c
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let contact = ctx.close.update_contact(&t.key, &id, body).await?;
         return Ok((contact, Action::Adopted));
     }

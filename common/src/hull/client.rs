@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::HullError;
 use super::firehose::FirehoseEntry;
+use crate::allowlist::HostAllowList;
 
 /// The credentials of one connector instance on a Hull organization.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -47,6 +48,9 @@ pub struct HullClientConfig {
     pub flush_at: usize,
     /// How long a [`super::FirehoseBatcher`] keeps entries before sending them.
     pub flush_after: Duration,
+    /// The organizations this client may call (`HULL_ORGANIZATIONS`); a request for any other
+    /// fails with [`HullError::InvalidConfig`] before anything is sent.
+    pub organizations: HostAllowList,
 }
 
 impl Default for HullClientConfig {
@@ -57,6 +61,7 @@ impl Default for HullClientConfig {
             timeout: Duration::from_secs(10),
             flush_at: 50,
             flush_after: Duration::from_secs(1),
+            organizations: HostAllowList::open(),
         }
     }
 }
@@ -96,6 +101,8 @@ impl HullClient {
         }
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("closeio-sync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HullError::InvalidConfig(format!("HTTP client: {e}")))?;
@@ -230,6 +237,11 @@ impl HullClient {
         body: Option<&Value>,
         kind: &'static str,
     ) -> Result<Value, HullError> {
+        self.inner
+            .config
+            .organizations
+            .check_organization(&creds.organization)
+            .map_err(|e| HullError::InvalidConfig(e.to_string()))?;
         let mut request = self
             .inner
             .http

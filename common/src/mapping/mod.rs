@@ -13,11 +13,13 @@
 //! - module [`inbound`]: [`lead_traits`], [`contact_traits`], [`account_claims`],
 //!   [`user_claims`], [`normalize_url`], [`deleted_traits`], [`merged_traits`];
 //! - module [`opportunities`]: [`opportunity_traits`];
+//! - module [`identity`]: [`account_key`] (accounts without a Hull id);
 //! - module [`echo`]: [`changes_only_closeio`], [`body_hash`];
 //! - module [`snake_case`](mod@snake_case): lodash-compatible [`snake_case()`].
 
 pub mod echo;
 pub mod filter;
+pub mod identity;
 pub mod inbound;
 pub mod metadata;
 pub mod opportunities;
@@ -31,6 +33,7 @@ mod tests;
 
 pub use echo::{body_hash, changes_only_closeio};
 pub use filter::{filter_account, filter_user, SkipReason};
+pub use identity::account_key;
 pub use inbound::{
     account_claims, contact_traits, deleted_traits, lead_traits, merged_traits, normalize_url,
     user_claims, ANONYMOUS_ID_PREFIX, TRAIT_PREFIX,

@@ -246,17 +246,6 @@ impl std::fmt::Debug for StoredSubscription {
     }
 }
 
-/// Result of [`Store::accept_webhook_event`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventAcceptance {
-    /// New event; its jobs were published.
-    Accepted,
-    /// Already accepted before (a redelivery or a replay): nothing published.
-    Duplicate,
-    /// The jobs could not be published; nothing recorded (the sender should retry).
-    PublishFailed(String),
-}
-
 const RUN_COLUMNS: &str = "id, connector_id, kind, state, since, until, page_size, windows, lease_secs, lease_until,
     pages_done, leads_imported, contacts_imported, events_applied, last_error, started_at, finished_at";
 
@@ -723,38 +712,6 @@ impl Store {
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    /// Records a webhook event and publishes its jobs in one step: the event key is inserted
-    /// in a transaction that commits only after `publish` succeeded, so a duplicate is never
-    /// published twice and a failed publish leaves nothing recorded (the sender retries).
-    pub async fn accept_webhook_event<F, Fut, E>(
-        &self,
-        connector_id: &str,
-        event_key: &str,
-        publish: F,
-    ) -> Result<EventAcceptance, StoreError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
-    {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        let n = tx
-            .execute(
-                "INSERT INTO webhook_events (connector_id, event_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&connector_id, &event_key],
-            )
-            .await?;
-        if n == 0 {
-            return Ok(EventAcceptance::Duplicate);
-        }
-        if let Err(e) = publish().await {
-            return Ok(EventAcceptance::PublishFailed(e.to_string()));
-        }
-        tx.commit().await?;
-        Ok(EventAcceptance::Accepted)
     }
 
     /// Forgets webhook events older than `older_than_secs` (Close retries for 72 hours at most).

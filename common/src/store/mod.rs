@@ -20,6 +20,8 @@ use crate::jobs::{EntityKind, Envelope};
 
 mod incoming;
 pub use incoming::*;
+mod trust;
+pub use trust::{EventAcceptance, KeyCheck};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -66,7 +68,11 @@ pub async fn migrate(database_url: &str) -> Result<Vec<String>, StoreError> {
         .map_err(|e| StoreError::Migration(e.to_string()))?;
     drop(client);
     let _ = handle.await;
-    Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
 }
 
 /// A connector as stored, with its secrets decrypted.
@@ -202,7 +208,8 @@ pub struct Store {
 
 /// The 64-bit advisory lock key of an entity.
 pub fn entity_lock_key(connector_id: &str, kind: EntityKind, hull_id: &str) -> i64 {
-    let d = Sha256::digest(format!("{connector_id}\u{1f}{}\u{1f}{hull_id}", kind.as_str()).as_bytes());
+    let d =
+        Sha256::digest(format!("{connector_id}\u{1f}{}\u{1f}{hull_id}", kind.as_str()).as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
     i64::from_be_bytes(b)
@@ -211,10 +218,17 @@ pub fn entity_lock_key(connector_id: &str, kind: EntityKind, hull_id: &str) -> i
 impl Store {
     /// A pool of `size` connections to `url` (connections are opened on demand).
     pub fn connect(url: &str, size: usize, secrets: SecretBox) -> Result<Store, StoreError> {
-        let pg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let pg =
+            tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
         let mut pg = pg;
         pg.connect_timeout(std::time::Duration::from_secs(5));
-        let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let mgr = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
         let pool = Pool::builder(mgr)
             .max_size(size)
             .wait_timeout(Some(std::time::Duration::from_secs(30)))
@@ -263,19 +277,37 @@ impl Store {
         let tx = client.transaction().await?;
         let existing = tx
             .query_opt(
-                "SELECT private_settings, api_key_fingerprint FROM connectors WHERE id = $1 FOR UPDATE",
+                "SELECT private_settings, api_key_fingerprint, organization, secret_enc FROM connectors WHERE id = $1 FOR UPDATE",
                 &[&id],
             )
             .await?;
+        let mut credentials_changed = false;
         let outcome = match &existing {
-            None => UpsertOutcome { created: true, api_key_changed: api_key.is_some(), settings_changed: true },
+            None => UpsertOutcome {
+                created: true,
+                api_key_changed: api_key.is_some(),
+                settings_changed: true,
+            },
             Some(row) => {
                 let old_settings: Value = row.get(0);
                 let old_fp: Option<String> = row.get(1);
-                UpsertOutcome { created: false, api_key_changed: old_fp != fp, settings_changed: old_settings != settings }
+                let old_org: String = row.get(2);
+                // A secret that no longer opens is replaced by the one Hull sent.
+                let old_secret = self.secrets.open(row.get::<_, Vec<u8>>(3).as_slice()).ok();
+                credentials_changed =
+                    old_org != organization || old_secret.as_deref() != Some(secret);
+                UpsertOutcome {
+                    created: false,
+                    api_key_changed: old_fp != fp,
+                    settings_changed: old_settings != settings,
+                }
             }
         };
-        if outcome.created || outcome.api_key_changed || outcome.settings_changed {
+        if outcome.created
+            || outcome.api_key_changed
+            || outcome.settings_changed
+            || credentials_changed
+        {
             let key_enc = api_key.as_deref().map(|k| self.secrets.seal(k));
             let secret_enc = self.secrets.seal(secret);
             tx.execute(
@@ -290,12 +322,19 @@ impl Store {
         }
         if outcome.api_key_changed {
             // A new key invalidates cached metadata.
-            tx.execute("UPDATE connectors SET metadata = NULL, metadata_fetched_at = NULL WHERE id = $1", &[&id])
-                .await?;
+            tx.execute(
+                "UPDATE connectors SET metadata = NULL, metadata_fetched_at = NULL WHERE id = $1",
+                &[&id],
+            )
+            .await?;
         }
         if !outcome.created && (outcome.api_key_changed || outcome.settings_changed) {
             // Settings were fixed (or changed): parked jobs get another chance now.
-            tx.execute("UPDATE connectors SET parked_reason = NULL WHERE id = $1", &[&id]).await?;
+            tx.execute(
+                "UPDATE connectors SET parked_reason = NULL WHERE id = $1",
+                &[&id],
+            )
+            .await?;
             tx.execute(
                 "UPDATE retries SET state = 'scheduled', next_attempt_at = now(), updated_at = now()
                  WHERE connector_id = $1 AND state = 'parked'",
@@ -310,7 +349,9 @@ impl Store {
     /// Whether `secret` is the stored secret of connector `id` (`None`: unknown connector).
     pub async fn check_secret(&self, id: &str, secret: &str) -> Result<Option<bool>, StoreError> {
         let c = self.pool.get().await?;
-        let row = c.query_opt("SELECT secret_enc FROM connectors WHERE id = $1", &[&id]).await?;
+        let row = c
+            .query_opt("SELECT secret_enc FROM connectors WHERE id = $1", &[&id])
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let stored = self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
         Ok(Some(constant_time_eq(stored.as_bytes(), secret.as_bytes())))
@@ -347,7 +388,11 @@ impl Store {
     /// Ids of every connector.
     pub async fn connector_ids(&self) -> Result<Vec<String>, StoreError> {
         let c = self.pool.get().await?;
-        Ok(c.query("SELECT id FROM connectors ORDER BY id", &[]).await?.iter().map(|r| r.get(0)).collect())
+        Ok(c.query("SELECT id FROM connectors ORDER BY id", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     /// Every connector with counters, for operators.
@@ -385,7 +430,12 @@ impl Store {
     }
 
     /// Records the result of a status check.
-    pub async fn set_status(&self, id: &str, status: &str, messages: &[String]) -> Result<(), StoreError> {
+    pub async fn set_status(
+        &self,
+        id: &str,
+        status: &str,
+        messages: &[String],
+    ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
         let msgs = serde_json::to_value(messages).unwrap_or(Value::Array(vec![]));
         c.execute(
@@ -410,7 +460,11 @@ impl Store {
     /// Parks a connector's jobs because of a configuration error.
     pub async fn park_connector(&self, id: &str, reason: &str) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute("UPDATE connectors SET parked_reason = $2 WHERE id = $1", &[&id, &reason]).await?;
+        c.execute(
+            "UPDATE connectors SET parked_reason = $2 WHERE id = $1",
+            &[&id, &reason],
+        )
+        .await?;
         Ok(())
     }
 
@@ -454,7 +508,10 @@ impl Store {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let previous: Value = tx
-            .query_opt("DELETE FROM retries WHERE id = $1 RETURNING errors", &[&env.id])
+            .query_opt(
+                "DELETE FROM retries WHERE id = $1 RETURNING errors",
+                &[&env.id],
+            )
             .await?
             .map(|r| r.get(0))
             .unwrap_or_else(|| Value::Array(vec![]));
@@ -484,7 +541,8 @@ impl Store {
     /// Removes a job's retry row after it succeeded.
     pub async fn clear_retry(&self, id: Uuid) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute("DELETE FROM retries WHERE id = $1", &[&id]).await?;
+        c.execute("DELETE FROM retries WHERE id = $1", &[&id])
+            .await?;
         Ok(())
     }
 
@@ -528,7 +586,11 @@ impl Store {
     /// Marks a dead letter replayed.
     pub async fn mark_replayed(&self, id: Uuid) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute("UPDATE dead_letters SET replayed_at = now() WHERE id = $1", &[&id]).await?;
+        c.execute(
+            "UPDATE dead_letters SET replayed_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
         Ok(())
     }
 }
@@ -562,7 +624,8 @@ pub async fn lock_entity(
     hull_id: &str,
 ) -> Result<(), StoreError> {
     let key = entity_lock_key(connector_id, kind, hull_id);
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+        .await?;
     Ok(())
 }
 
@@ -581,7 +644,12 @@ pub async fn load_state(
         )
         .await?;
     Ok(row
-        .map(|r| SyncState { close_id: r.get(0), lead_id: r.get(1), body_hash: r.get(2), failures: r.get(3) })
+        .map(|r| SyncState {
+            close_id: r.get(0),
+            lead_id: r.get(1),
+            body_hash: r.get(2),
+            failures: r.get(3),
+        })
         .unwrap_or_default())
 }
 
@@ -650,7 +718,11 @@ impl Store {
     /// Publishes due retries through `publish` and marks them queued, in one transaction
     /// (`FOR UPDATE SKIP LOCKED`, so two schedulers never take the same rows). Returns how
     /// many were republished.
-    pub async fn republish_due_retries<F, Fut, E>(&self, limit: i64, publish: F) -> Result<usize, StoreError>
+    pub async fn republish_due_retries<F, Fut, E>(
+        &self,
+        limit: i64,
+        publish: F,
+    ) -> Result<usize, StoreError>
     where
         F: FnOnce(Vec<Envelope>) -> Fut,
         Fut: std::future::Future<Output = Result<(), E>>,
@@ -677,7 +749,9 @@ impl Store {
                     ids.push(id);
                     envelopes.push(env);
                 }
-                Err(e) => tracing::error!(retry = %id, error = %e, "unreadable retry row left in place"),
+                Err(e) => {
+                    tracing::error!(retry = %id, error = %e, "unreadable retry row left in place")
+                }
             }
         }
         let n = envelopes.len();
@@ -695,7 +769,11 @@ impl Store {
     }
 
     /// Retries (scheduled, queued, parked), soonest first.
-    pub async fn retries(&self, connector: Option<&str>, limit: i64) -> Result<Vec<RetryRow>, StoreError> {
+    pub async fn retries(
+        &self,
+        connector: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RetryRow>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
             .query(
@@ -720,7 +798,10 @@ impl Store {
     }
 
     /// Connectors whose status was not checked within `interval_secs`.
-    pub async fn connectors_due_for_status(&self, interval_secs: f64) -> Result<Vec<String>, StoreError> {
+    pub async fn connectors_due_for_status(
+        &self,
+        interval_secs: f64,
+    ) -> Result<Vec<String>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
             .query(
@@ -734,7 +815,10 @@ impl Store {
     }
 
     /// Connectors with an API key whose metadata is older than `interval_secs`.
-    pub async fn connectors_due_for_metadata(&self, interval_secs: f64) -> Result<Vec<String>, StoreError> {
+    pub async fn connectors_due_for_metadata(
+        &self,
+        interval_secs: f64,
+    ) -> Result<Vec<String>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
             .query(
@@ -751,7 +835,11 @@ impl Store {
 
 impl Store {
     /// Deletes dead letters (of one connector, or all; only replayed ones if asked).
-    pub async fn purge_dead_letters(&self, connector: Option<&str>, replayed_only: bool) -> Result<u64, StoreError> {
+    pub async fn purge_dead_letters(
+        &self,
+        connector: Option<&str>,
+        replayed_only: bool,
+    ) -> Result<u64, StoreError> {
         let c = self.pool.get().await?;
         Ok(c.execute(
             "DELETE FROM dead_letters WHERE ($1::text IS NULL OR connector_id = $1) AND (NOT $2 OR replayed_at IS NOT NULL)",

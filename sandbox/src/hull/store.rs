@@ -322,7 +322,8 @@ pub(crate) struct Store {
 /// `anonymous_id`) to profile ids.
 #[derive(Debug, Default)]
 pub(crate) struct ClaimIndex {
-    by_claim: std::collections::HashMap<(Kind, &'static str, String), std::collections::BTreeSet<String>>,
+    by_claim:
+        std::collections::HashMap<(Kind, &'static str, String), std::collections::BTreeSet<String>>,
     by_profile: std::collections::HashMap<(Kind, String), Vec<(&'static str, String)>>,
 }
 
@@ -362,14 +363,19 @@ impl ClaimIndex {
         if let Some(p) = profile {
             let claims = Self::claims_of(kind, p);
             for (key, value) in &claims {
-                self.by_claim.entry((kind, key, value.clone())).or_default().insert(id.to_string());
+                self.by_claim
+                    .entry((kind, key, value.clone()))
+                    .or_default()
+                    .insert(id.to_string());
             }
             self.by_profile.insert((kind, id.to_string()), claims);
         }
     }
 
     fn first(&self, kind: Kind, key: &'static str, value: &str) -> Option<String> {
-        self.by_claim.get(&(kind, key, value.to_string())).and_then(|ids| ids.iter().next().cloned())
+        self.by_claim
+            .get(&(kind, key, value.to_string()))
+            .and_then(|ids| ids.iter().next().cloned())
     }
 
     /// Forgets everything.
@@ -452,16 +458,30 @@ impl Store {
     /// Looks a profile up by one identifier.
     pub(crate) fn find_id(&self, kind: Kind, key: &str, value: &str) -> Option<String> {
         match key {
-            "id" => self.table(kind).contains_key(value).then(|| value.to_string()),
+            "id" => self
+                .table(kind)
+                .contains_key(value)
+                .then(|| value.to_string()),
             "anonymous_id" => self.index.first(kind, "anonymous_id", value),
-            "email" if kind == Kind::User => self.index.first(kind, "email", &value.to_ascii_lowercase()),
-            "domain" if kind == Kind::Account => self.index.first(kind, "domain", &value.to_ascii_lowercase()),
+            "email" if kind == Kind::User => {
+                self.index.first(kind, "email", &value.to_ascii_lowercase())
+            }
+            "domain" if kind == Kind::Account => {
+                self.index
+                    .first(kind, "domain", &value.to_ascii_lowercase())
+            }
             "external_id" => self.index.first(kind, "external_id", value),
             // Not an identity claim of this kind: a plain scan (rare, control API only).
             "email" | "domain" => self
                 .table(kind)
                 .values()
-                .find(|s| s.profile.attributes.get(key).and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(value)))
+                .find(|s| {
+                    s.profile
+                        .attributes
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v.eq_ignore_ascii_case(value))
+                })
                 .map(|s| s.profile.id.clone()),
             _ => None,
         }
@@ -473,21 +493,37 @@ impl Store {
     }
 
     /// Resolves claims to a profile id (see [`Store::resolve_unindexed`]) and re-indexes it.
-    pub(crate) fn resolve(&mut self, kind: Kind, claims: &Claims, create: bool) -> Result<String, String> {
+    pub(crate) fn resolve(
+        &mut self,
+        kind: Kind,
+        claims: &Claims,
+        create: bool,
+    ) -> Result<String, String> {
         let id = self.resolve_unindexed(kind, claims, create)?;
         self.reindex(kind, &id);
         Ok(id)
     }
 
     /// Applies trait operations (see [`Store::apply_traits_unindexed`]) and re-indexes.
-    pub(crate) fn apply_traits(&mut self, kind: Kind, id: &str, ops: &[(String, TraitOp)]) -> Result<(), String> {
+    pub(crate) fn apply_traits(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        ops: &[(String, TraitOp)],
+    ) -> Result<(), String> {
         let res = self.apply_traits_unindexed(kind, id, ops);
         self.reindex(kind, id);
         res
     }
 
     /// `alias`/`unalias` (see [`Store::alias_unindexed`]) and re-indexes.
-    pub(crate) fn alias(&mut self, kind: Kind, id: &str, anonymous_id: &str, add: bool) -> Result<(), String> {
+    pub(crate) fn alias(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        anonymous_id: &str,
+        add: bool,
+    ) -> Result<(), String> {
         let res = self.alias_unindexed(kind, id, anonymous_id, add);
         self.reindex(kind, id);
         res

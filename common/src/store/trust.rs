@@ -1,0 +1,287 @@
+//! What the trust boundary records: how a connector was registered, the notification ids
+//! already accepted (replays are no-ops), the `ENCRYPTION_KEY` check value, and dead letters
+//! for messages refused at the door.
+
+use deadpool_postgres::GenericClient;
+use serde_json::Value;
+
+use super::{Store, StoreError, UpsertOutcome};
+use crate::crypto::CryptoError;
+use crate::jobs::Envelope;
+
+/// The plaintext sealed in `key_check`.
+const KEY_CHECK_PLAINTEXT: &str = "closeio-sync key check v1";
+
+/// What [`Store::accept_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAcceptance {
+    /// First time seen; its jobs were published.
+    Accepted,
+    /// Seen before; nothing was published.
+    Duplicate,
+    /// Publishing failed; nothing was recorded (the sender should retry).
+    PublishFailed(String),
+}
+
+/// The outcome of [`Store::check_encryption_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// The stored check value opens with the configured key.
+    Verified,
+    /// There was none yet; one was written with the configured key.
+    Recorded,
+}
+
+impl Store {
+    /// Checks that `ENCRYPTION_KEY` (or `ENCRYPTION_KEY_PREVIOUS`) opens what is stored: the
+    /// check value, or — in a database from before the check existed — a connector secret.
+    /// Records the check value when there is none. `Err(StoreError::Crypto)` means the key is
+    /// wrong: the process must not start.
+    pub async fn check_encryption_key(&self) -> Result<KeyCheck, StoreError> {
+        let c = self.pool.get().await?;
+        if let Some(row) = c
+            .query_opt("SELECT sealed FROM key_check WHERE id = 1", &[])
+            .await?
+        {
+            let plain = self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
+            if plain != KEY_CHECK_PLAINTEXT {
+                return Err(CryptoError::Malformed.into());
+            }
+            return Ok(KeyCheck::Verified);
+        }
+        if let Some(row) = c
+            .query_opt("SELECT secret_enc FROM connectors LIMIT 1", &[])
+            .await?
+        {
+            self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
+        }
+        let sealed = self.secrets.seal(KEY_CHECK_PLAINTEXT);
+        c.execute(
+            "INSERT INTO key_check (id, sealed) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            &[&sealed],
+        )
+        .await?;
+        Ok(KeyCheck::Recorded)
+    }
+
+    /// Records `key` with `insert_sql` (an `INSERT … ON CONFLICT DO NOTHING` taking `params`)
+    /// and publishes in one step: the row commits only after `publish` succeeded, so a
+    /// duplicate is never published twice (a concurrent one waits for the first) and a failed
+    /// publish leaves nothing recorded (the sender retries).
+    async fn accept_once<F, Fut, E>(
+        &self,
+        insert_sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        dead_letters: &[(Envelope, String)],
+        publish: F,
+    ) -> Result<EventAcceptance, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        if tx.execute(insert_sql, params).await? == 0 {
+            return Ok(EventAcceptance::Duplicate);
+        }
+        insert_dead_letters(&tx, dead_letters).await?;
+        if let Err(e) = publish().await {
+            return Ok(EventAcceptance::PublishFailed(e.to_string()));
+        }
+        tx.commit().await?;
+        Ok(EventAcceptance::Accepted)
+    }
+
+    /// Records a Close webhook event and publishes its jobs ([`Self::accept_once`]).
+    pub async fn accept_webhook_event<F, Fut, E>(
+        &self,
+        connector_id: &str,
+        event_key: &str,
+        publish: F,
+    ) -> Result<EventAcceptance, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        self.accept_once(
+            "INSERT INTO webhook_events (connector_id, event_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&connector_id, &event_key],
+            &[],
+            publish,
+        )
+        .await
+    }
+
+    /// Records a Hull notification id, with the dead letters of its refused messages, and
+    /// publishes its jobs ([`Self::accept_once`]): Hull's retry of a notification already
+    /// accepted publishes (and records) nothing.
+    pub async fn accept_notification<F, Fut, E>(
+        &self,
+        connector_id: &str,
+        notification_id: &str,
+        dead_letters: &[(Envelope, String)],
+        publish: F,
+    ) -> Result<EventAcceptance, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        self.accept_once(
+            "INSERT INTO notifications_seen (notification_id, connector_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&notification_id, &connector_id],
+            dead_letters,
+            publish,
+        )
+        .await
+    }
+
+    /// Forgets notification ids accepted more than `older_than_secs` ago.
+    pub async fn purge_notifications(&self, older_than_secs: f64) -> Result<u64, StoreError> {
+        let c = self.pool.get().await?;
+        Ok(c.execute(
+            "DELETE FROM notifications_seen WHERE seen_at < now() - make_interval(secs => $1)",
+            &[&older_than_secs],
+        )
+        .await?)
+    }
+
+    /// Records a connector from a verified notification: Hull's word on its organization,
+    /// secret and (when given) settings always wins over what was recorded before.
+    pub async fn record_verified_connector(
+        &self,
+        id: &str,
+        organization: &str,
+        secret: &str,
+        private_settings: Option<&Value>,
+    ) -> Result<UpsertOutcome, StoreError> {
+        let outcome = match private_settings {
+            Some(settings) => {
+                self.upsert_connector(id, organization, secret, settings)
+                    .await?
+            }
+            None => {
+                let Some(current) = self.connector(id).await? else {
+                    return Ok(UpsertOutcome::default());
+                };
+                if current.organization != organization || current.secret != secret {
+                    let c = self.pool.get().await?;
+                    c.execute(
+                        "UPDATE connectors SET organization = $2, secret_enc = $3, updated_at = now() WHERE id = $1",
+                        &[&id, &organization, &self.secrets.seal(secret)],
+                    )
+                    .await?;
+                }
+                UpsertOutcome::default()
+            }
+        };
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE connectors SET registered_by = 'notification' WHERE id = $1 AND registered_by <> 'notification'",
+            &[&id],
+        )
+        .await?;
+        Ok(outcome)
+    }
+
+    /// Records a connector that Hull's REST API confirmed for query credentials. Never
+    /// overwrites an existing connector.
+    pub async fn record_confirmed_connector(
+        &self,
+        id: &str,
+        organization: &str,
+        secret: &str,
+        private_settings: &Value,
+    ) -> Result<UpsertOutcome, StoreError> {
+        if self.connector(id).await?.is_some() {
+            return Ok(UpsertOutcome::default());
+        }
+        let outcome = self
+            .upsert_connector(id, organization, secret, private_settings)
+            .await?;
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE connectors SET registered_by = 'query' WHERE id = $1 AND created_at = updated_at",
+            &[&id],
+        )
+        .await?;
+        Ok(outcome)
+    }
+
+    /// How a connector was first recorded (`notification` or `query`).
+    pub async fn registered_by(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let c = self.pool.get().await?;
+        Ok(
+            c.query_opt("SELECT registered_by FROM connectors WHERE id = $1", &[&id])
+                .await?
+                .map(|r| r.get(0)),
+        )
+    }
+}
+
+/// Records dead letters in one statement (messages refused at the door: no retries before
+/// them).
+async fn insert_dead_letters(
+    c: &impl GenericClient,
+    items: &[(Envelope, String)],
+) -> Result<(), StoreError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    let mut connectors = Vec::with_capacity(items.len());
+    let mut names = Vec::with_capacity(items.len());
+    let mut keys: Vec<Option<String>> = Vec::with_capacity(items.len());
+    let mut envelopes = Vec::with_capacity(items.len());
+    let mut errors = Vec::with_capacity(items.len());
+    let mut last = Vec::with_capacity(items.len());
+    let now = chrono::Utc::now();
+    for (env, error) in items {
+        ids.push(env.id);
+        connectors.push(env.connector_id.clone());
+        names.push(env.job.name().to_string());
+        keys.push(env.job.entity_key());
+        envelopes.push(serde_json::to_value(env).unwrap_or(Value::Null));
+        errors.push(serde_json::json!([{"at": now, "attempt": 0, "error": error}]));
+        last.push(error.clone());
+    }
+    c.execute(
+        "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error)
+         SELECT id, connector_id, job_name, entity_key, envelope, 0, errors, last_error
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::text[])
+           AS t(id, connector_id, job_name, entity_key, envelope, errors, last_error)",
+        &[&ids, &connectors, &names, &keys, &envelopes, &errors, &last],
+    )
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Records dead letters for messages refused outside a notification (a `/batch`
+    /// extract's bad lines).
+    pub async fn dead_letter_many(&self, items: &[(Envelope, String)]) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        insert_dead_letters(&c, items).await
+    }
+}
+
+impl Store {
+    /// [`Self::check_encryption_key`] for a process starting: a wrong key is an error that
+    /// names `ENCRYPTION_KEY`; an unreachable database is only logged (the process waits for
+    /// it as usual, and `/readyz` says so).
+    pub async fn check_key_at_start(&self) -> Result<(), String> {
+        match self.check_encryption_key().await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Crypto(e)) => Err(format!(
+                "ENCRYPTION_KEY cannot open the stored secrets ({e}); start with the key the data was written with \
+                 (and ENCRYPTION_KEY_PREVIOUS during a rotation)"
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check ENCRYPTION_KEY against the database at start");
+                Ok(())
+            }
+        }
+    }
+}
