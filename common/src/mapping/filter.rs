@@ -154,7 +154,13 @@ pub fn filter_user(
     if !is_export && !intersects(account_segment_ids, &s.synchronized_account_segments) {
         return Err(SkipReason::UserAccountNotInSegments);
     }
-    if !has_ident_value(s, account) {
+    // An account already linked to its lead (`closeio/id`) needs no identifier: the contact
+    // goes under that lead (the original dropped such users).
+    let linked = account
+        .get("closeio/id")
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.is_empty());
+    if !linked && !has_ident_value(s, account) {
         return Err(SkipReason::UserAccountNoIdentValue {
             attr: ident_attr(s).to_owned(),
         });

@@ -620,6 +620,15 @@ fn filter_user_table() {
             }),
         ),
         (
+            "account without identifier but linked to its lead",
+            &s,
+            vec![],
+            Some(json!({"name": "A", "closeio/id": "lead_1"})),
+            ids(&["seg_a"]),
+            false,
+            Ok(()),
+        ),
+        (
             "user whitelist absent: all users pass",
             &s,
             ids(&["other"]),

@@ -585,16 +585,22 @@ fn extract_lines(store: &Store, kind: Kind, ids: &[String]) -> Result<String, No
     Ok(out)
 }
 
-/// `POST <url>/batch?ship=&organization=&secret=` pointing at an extract served by the sim.
+/// `POST <url>/batch?ship=&organization=&secret=` (users) or `<url>/batch-accounts?…`
+/// (accounts, the manifest's `batch-accounts` tag), pointing at an extract served by the sim.
 pub(crate) async fn send_batch(
     inner: &Inner,
     connector_id: &str,
     object_type: &str,
     ids: &[String],
 ) -> Result<u16, NotifyError> {
-    let (kind, object_type, channel) = match object_type {
-        "user_report" | "user" => (Kind::User, "user_report", "user:extract"),
-        "account_report" | "account" => (Kind::Account, "account_report", "account:extract"),
+    let (kind, object_type, channel, path) = match object_type {
+        "user_report" | "user" => (Kind::User, "user_report", "user:extract", "batch"),
+        "account_report" | "account" => (
+            Kind::Account,
+            "account_report",
+            "account:extract",
+            "batch-accounts",
+        ),
         other => return Err(NotifyError::UnknownObjectType(other.to_string())),
     };
     let base = connector_url(inner, connector_id)?;
@@ -619,8 +625,8 @@ pub(crate) async fn send_batch(
         });
         (connector, body, count)
     };
-    let mut url =
-        url::Url::parse(&format!("{base}/batch")).map_err(|_| NotifyError::BadUrl(base.clone()))?;
+    let mut url = url::Url::parse(&format!("{base}/{path}"))
+        .map_err(|_| NotifyError::BadUrl(base.clone()))?;
     url.query_pairs_mut()
         .append_pair("ship", &connector.id)
         .append_pair("organization", &inner.org)
@@ -641,7 +647,7 @@ pub(crate) async fn send_batch(
         .push(NotificationRecord {
             sent_at: now(),
             connector_id: connector_id.to_string(),
-            url: format!("{base}/batch"),
+            url: format!("{base}/{path}"),
             channel: channel.to_string(),
             notification_id: body["notification_id"]
                 .as_str()

@@ -130,6 +130,15 @@ impl Receiver {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(Script { answers, default }));
         let (r, s, b) = (received.clone(), script.clone(), batches.clone());
+        // `/batch` (users) and `/batch-accounts` (accounts) are recorded alike.
+        let batch = move |axum::extract::RawQuery(q): axum::extract::RawQuery,
+                          Json(body): Json<Value>| {
+            let b = b.clone();
+            async move {
+                b.lock().push((q.unwrap_or_default(), body));
+                "ok"
+            }
+        };
         let app = Router::new()
             .route(
                 "/smart-notifier",
@@ -150,19 +159,8 @@ impl Receiver {
                     }
                 }),
             )
-            .route(
-                "/batch",
-                post(
-                    move |axum::extract::RawQuery(q): axum::extract::RawQuery,
-                          Json(body): Json<Value>| {
-                        let b = b.clone();
-                        async move {
-                            b.lock().push((q.unwrap_or_default(), body));
-                            "ok"
-                        }
-                    },
-                ),
-            );
+            .route("/batch", post(batch.clone()))
+            .route("/batch-accounts", post(batch));
         let listener = tokio::net::TcpListener::bind(local())
             .await
             .expect("bind receiver");
