@@ -148,9 +148,12 @@ mod tests {
         busy_in_ms: 5000,
     };
 
+    /// depth, slow publish, accepted, type, size, in.
+    type Case = (Option<u32>, bool, bool, FlowControlType, u32, u64);
+
     #[test]
     fn decisions() {
-        let cases: &[(Option<u32>, bool, bool, FlowControlType, u32, u64)] = &[
+        let cases: &[Case] = &[
             // depth, slow publish, accepted, type, size, in
             (None, false, true, FlowControlType::Next, 100, 1),
             (Some(0), false, true, FlowControlType::Next, 100, 1),
