@@ -7,6 +7,10 @@ ALTER TABLE connectors
     ADD COLUMN registered_by TEXT NOT NULL DEFAULT 'notification'
         CHECK (registered_by IN ('notification', 'query'));
 
+-- Bumped by every change of a connector's settings, key or credentials: a job that failed
+-- with a configuration error parks the connector only if the version it read is current.
+ALTER TABLE connectors ADD COLUMN settings_version BIGINT NOT NULL DEFAULT 0;
+
 CREATE TABLE notifications_seen (
     notification_id TEXT PRIMARY KEY,
     connector_id    TEXT NOT NULL,

@@ -351,6 +351,7 @@ impl Admin {
     /// marks them replayed. Returns how many were replayed. A crash between the two steps
     /// replays a job twice at worst, which the idempotent worker absorbs.
     pub async fn replay(&self, target: ReplayTarget) -> Result<usize, AdminError> {
+        let one = matches!(target, ReplayTarget::One(_));
         let letters = match target {
             ReplayTarget::One(id) => vec![self
                 .store
@@ -365,11 +366,20 @@ impl Admin {
         };
         let mut replayed = 0;
         for d in letters {
-            let mut env: Envelope =
-                serde_json::from_value(d.envelope.clone()).map_err(|e| AdminError::Unreadable {
-                    id: d.id,
-                    reason: e.to_string(),
-                })?;
+            let mut env: Envelope = match serde_json::from_value(d.envelope.clone()) {
+                Ok(env) => env,
+                // "Replay all" skips what is not a job (unreadable messages); one is an error.
+                Err(_) if !one => {
+                    tracing::warn!(dead_letter = %d.id, job = %d.job_name, "not a job: left in place");
+                    continue;
+                }
+                Err(e) => {
+                    return Err(AdminError::Unreadable {
+                        id: d.id,
+                        reason: e.to_string(),
+                    })
+                }
+            };
             env.attempt = 0;
             self.queue.publish(&env).await?;
             self.store.mark_replayed(d.id).await?;

@@ -4,7 +4,8 @@
 //! One list type serves every such setting (`HULL_ORGANIZATIONS`, `HULL_KEY_HOSTS`,
 //! `HULL_EXTRACT_HOSTS`). An entry is `host`, `host:port` or `*.domain` (any subdomain of
 //! `domain`, not `domain` itself); hosts compare case-insensitively. An entry without a port
-//! matches any port.
+//! matches only the default ports (none given, 80 or 443), so a listed host cannot be probed on
+//! its other ports.
 
 use crate::config::ConfigError;
 
@@ -89,8 +90,10 @@ impl HostAllowList {
         }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.entries.iter().any(|e| {
-            if e.port.is_some() && e.port != port {
-                return false;
+            match (e.port, port) {
+                (Some(want), got) if got != Some(want) => return false,
+                (None, Some(got)) if got != 80 && got != 443 => return false,
+                _ => {}
             }
             if e.wildcard {
                 host.len() > e.host.len() + 1 && host.ends_with(&format!(".{}", e.host))
@@ -248,6 +251,9 @@ mod tests {
             ("127.0.0.1", Some(4000), true),
             ("127.0.0.1", Some(4001), false),
             ("EXACT.example.com", Some(80), true),
+            ("exact.example.com", Some(443), true),
+            ("exact.example.com", Some(81), false),
+            ("abc.hullapp.io", Some(5432), false),
             ("sub.exact.example.com", Some(80), false),
         ];
         for (host, port, ok) in cases {

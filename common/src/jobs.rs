@@ -118,6 +118,25 @@ impl Job {
         }
     }
 
+    /// The Hull entity an outgoing job writes: its kind and sync-state key.
+    pub fn outgoing_entity(&self) -> Option<(EntityKind, String)> {
+        match self {
+            Job::OutgoingAccount(m) => m
+                .message
+                .get("account")
+                .and_then(Value::as_object)
+                .and_then(crate::mapping::account_key)
+                .map(|k| (EntityKind::Account, k)),
+            Job::OutgoingUser(m) => m
+                .message
+                .pointer("/user/id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|id| (EntityKind::User, id.to_string())),
+            _ => None,
+        }
+    }
+
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {

@@ -9,8 +9,8 @@ use axum::routing::post;
 use axum::Router;
 use common::error::{Classify, ErrorClass};
 use common::hull::{
-    FirehoseBatcher, FirehoseEntry, HullClient, HullClientConfig, HullCredentials, HullError,
-    NotificationVerifier, VerifierConfig, VerifyError,
+    FirehoseEntry, HullClient, HullClientConfig, HullCredentials, HullError, NotificationVerifier,
+    VerifierConfig, VerifyError,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parking_lot::Mutex;
@@ -344,6 +344,31 @@ async fn good_signature_is_accepted_and_the_key_cached() {
 }
 
 #[tokio::test]
+async fn outside_local_mode_a_clear_text_key_url_is_never_fetched() {
+    let (host, calls) = key_server(PUBLIC_PEM).await;
+    let v = NotificationVerifier::new(VerifierConfig {
+        allowed_key_hosts: common::allowlist::HostAllowList::parse(
+            "HULL_KEY_HOSTS",
+            &[host.clone()],
+        )
+        .expect("list"),
+        require_https: true,
+        ..VerifierConfig::default()
+    })
+    .expect("verifier");
+    let signature = sign(PRIVATE_PEM, "n1");
+    let err = v
+        .verify(
+            &notification_headers(&signature, &format!("http://{host}/api/v1/public_key")),
+            &notification_body("n1"),
+        )
+        .await
+        .expect_err("http refused");
+    assert_eq!(err.code(), "INVALID_CERTIFICATE");
+    assert!(calls.lock().is_empty());
+}
+
+#[tokio::test]
 async fn pinned_key_is_used_without_fetching() {
     let v = NotificationVerifier::new(VerifierConfig {
         pinned_pem: Some(PUBLIC_PEM.into()),
@@ -519,42 +544,4 @@ async fn firehose_timeout_is_retryable() {
     assert!(matches!(err, HullError::Timeout), "{err:?}");
     assert_eq!(err.class(), ErrorClass::Retryable { after: None });
     drop(hold_rx);
-}
-
-#[tokio::test]
-async fn batcher_flushes_by_size_and_on_demand() {
-    let (url, received) = firehose_stub().await;
-    let client = HullClient::new(HullClientConfig {
-        protocol: "http".into(),
-        firehose_url: Some(url),
-        flush_at: 3,
-        ..HullClientConfig::default()
-    })
-    .expect("client");
-    let creds = HullCredentials {
-        id: "conn1".into(),
-        secret: "s1".into(),
-        organization: "org.hullapp.io".into(),
-    };
-    let mut batcher = FirehoseBatcher::new(client, creds);
-    assert!(batcher.deadline().is_none());
-    for i in 0..4 {
-        let entry =
-            FirehoseEntry::traits_account(obj(json!({"domain": format!("d{i}.com")})), Map::new())
-                .expect("entry");
-        batcher.push(entry).await.expect("push");
-    }
-    // Three were sent when the buffer reached flush_at; one waits for its deadline.
-    assert_eq!(received.lock().len(), 1);
-    assert_eq!(batcher.len(), 1);
-    assert!(batcher.deadline().is_some());
-    batcher.flush().await.expect("flush");
-    assert!(batcher.is_empty());
-    assert!(batcher.deadline().is_none());
-    let sizes: Vec<usize> = received
-        .lock()
-        .iter()
-        .map(|(_, b)| b["batch"].as_array().map_or(0, Vec::len))
-        .collect();
-    assert_eq!(sizes, vec![3, 1]);
 }

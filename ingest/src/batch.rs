@@ -22,12 +22,15 @@ use common::allowlist::HostAllowList;
 use common::jobs::{Envelope, Job, OutgoingMessage};
 
 use crate::auth::authenticate;
+use crate::backpressure;
 use crate::App;
 
 /// Largest `/batch` request body (the extract's description, not the extract).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Refused lines listed in the answer.
 const LISTED_REFUSALS: usize = 20;
+/// Parsed lines held before they are published, in bytes of their text.
+const MAX_PENDING_BYTES: usize = 16 << 20;
 /// Longest copy of a refused line kept in its dead letter.
 const KEPT_LINE_BYTES: usize = 64 * 1024;
 
@@ -113,7 +116,7 @@ fn extract_hosts(app: &App, organization: &str) -> HostAllowList {
 
 fn download_client(app: &App, hosts: HostAllowList) -> reqwest::Result<reqwest::Client> {
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= 3 {
+        if attempt.previous().len() > 3 {
             attempt.error("too many redirects")
         } else if hosts.allows_url(attempt.url()) {
             attempt.follow()
@@ -136,6 +139,8 @@ struct Progress {
     refused: usize,
     listed: Vec<Value>,
     jobs: Vec<Envelope>,
+    /// Bytes of the lines behind `jobs`: a flush also happens past [`MAX_PENDING_BYTES`].
+    pending_bytes: usize,
     bad: Vec<(Envelope, String)>,
 }
 
@@ -172,15 +177,16 @@ impl Progress {
 }
 
 async fn handle(app: App, q: HashMap<String, String>, body: Body, default_type: &str) -> Response {
+    // Credentials first: an outsider cannot occupy an extract slot.
+    let connector = match authenticate(&app, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let Some(_slot) = app.slots.batch().await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "ingest is busy with other extracts; retry later",
         );
-    };
-    let connector = match authenticate(&app, &q).await {
-        Ok(c) => c,
-        Err(r) => return r,
     };
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
         Ok(b) => b,
@@ -314,7 +320,7 @@ fn stop_message(status: StatusCode) -> &'static str {
             "the extract exceeds EXTRACT_MAX_BYTES; the lines before the limit were enqueued"
         }
         StatusCode::SERVICE_UNAVAILABLE => {
-            "queue or database unavailable; the lines before it were enqueued (retry the batch)"
+            "the outgoing queue is full (FLOW_CONTROL_HARD_LIMIT) or the queue or database is unavailable; the lines before it were enqueued (retry the batch)"
         }
         _ => "the extract download broke off; the lines before it were enqueued (retry the batch)",
     }
@@ -351,7 +357,10 @@ fn finish_line(
         .map_err(|e| e.to_string())
         .and_then(|m| job_from_extract(&req.object_type, m, &req.notification_id));
     match parsed {
-        Ok(job) => p.jobs.push(Envelope::new(connector.to_string(), job)),
+        Ok(job) => {
+            p.pending_bytes += line.len();
+            p.jobs.push(Envelope::new(connector.to_string(), job))
+        }
         Err(e) => p.refuse(
             connector,
             line_no,
@@ -366,13 +375,25 @@ fn finish_line(
 /// Publishes the pending jobs (once `PUBLISH_BATCH` are waiting, or all at the end) and
 /// records the pending dead letters.
 async fn flush(app: &App, p: &mut Progress, all: bool) -> Result<(), StatusCode> {
-    if p.jobs.len() >= app.cfg.publish_batch || (all && !p.jobs.is_empty()) {
+    let due = p.jobs.len() >= app.cfg.publish_batch || p.pending_bytes >= MAX_PENDING_BYTES;
+    if due || (all && !p.jobs.is_empty()) {
+        // Extracts obey the same hard limit as notifications.
+        if let backpressure::Pressure::Refuse(_) =
+            backpressure::decide(&app.limits, app.gauge.depth().await, false)
+        {
+            tracing::warn!(
+                pending = p.jobs.len(),
+                "outgoing queue above FLOW_CONTROL_HARD_LIMIT: extract stopped"
+            );
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
         if let Err(e) = app.queue.publish_all(&p.jobs).await {
             tracing::warn!(error = %e, "could not enqueue extract jobs");
             return Err(StatusCode::SERVICE_UNAVAILABLE);
         }
         p.published += p.jobs.len();
         p.jobs.clear();
+        p.pending_bytes = 0;
     }
     if p.bad.len() >= 100 || (all && !p.bad.is_empty()) {
         if let Err(e) = app.store.dead_letter_many(&p.bad).await {

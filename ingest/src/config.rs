@@ -8,7 +8,7 @@ use common::allowlist::HostAllowList;
 use common::config::{self, CommonConfig, ConfigError, Source};
 
 /// Where Hull stores extracts by default (`HULL_EXTRACT_HOSTS`).
-pub const DEFAULT_EXTRACT_HOSTS: &str = "*.s3.amazonaws.com,s3.amazonaws.com";
+pub const DEFAULT_EXTRACT_HOSTS: &str = "hull-platform.s3.amazonaws.com";
 
 /// Everything ingest needs.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct IngestConfig {
     pub notification_max_messages: usize,
     /// `NOTIFICATION_REPLAY_WINDOW_SECS`: how long accepted notification ids are remembered.
     pub notification_replay_window: Duration,
+    /// `CLOSE_WEBHOOK_MAX_BYTES`: largest Close webhook body.
+    pub webhook_max_bytes: usize,
     /// `INGEST_MAX_CONCURRENT_NOTIFICATIONS`: notifications processed at once.
     pub max_concurrent_notifications: usize,
     /// `INGEST_MAX_CONCURRENT_BATCHES`: `/batch` extracts processed at once.
@@ -245,6 +247,16 @@ impl IngestConfig {
                 reason: "is only allowed with LOCAL_MODE=true".into(),
             });
         }
+        let replay_window = config::secs_or(src, "NOTIFICATION_REPLAY_WINDOW_SECS", 86_400.0)?;
+        if replay_window < Duration::from_secs(600) {
+            return Err(ConfigError {
+                var: "NOTIFICATION_REPLAY_WINDOW_SECS",
+                value: replay_window.as_secs_f64().to_string(),
+                reason:
+                    "must be at least 600 (tokens that live longer than the window are refused)"
+                        .into(),
+            });
+        }
         let high_water = config::positive_or(src, "FLOW_CONTROL_HIGH_WATER", 50_000u32)?;
         let hard_limit = config::positive_or(src, "FLOW_CONTROL_HARD_LIMIT", 200_000u32)?;
         if hard_limit < high_water {
@@ -275,11 +287,8 @@ impl IngestConfig {
                 "NOTIFICATION_MAX_MESSAGES",
                 10_000usize,
             )?,
-            notification_replay_window: config::secs_or(
-                src,
-                "NOTIFICATION_REPLAY_WINDOW_SECS",
-                86_400.0,
-            )?,
+            notification_replay_window: replay_window,
+            webhook_max_bytes: config::positive_or(src, "CLOSE_WEBHOOK_MAX_BYTES", 1usize << 20)?,
             max_concurrent_notifications: config::positive_or(
                 src,
                 "INGEST_MAX_CONCURRENT_NOTIFICATIONS",

@@ -50,6 +50,7 @@ pub struct App {
 /// slots × body limit, whatever arrives.
 pub struct Slots {
     notifications: Arc<Semaphore>,
+    webhooks: Arc<Semaphore>,
     batches: Arc<Semaphore>,
 }
 
@@ -64,6 +65,11 @@ impl Slots {
     /// A slot for a notification (`None`: busy for too long).
     pub async fn notification(&self) -> Option<OwnedSemaphorePermit> {
         Self::take(&self.notifications).await
+    }
+
+    /// A slot for a Close webhook delivery.
+    pub async fn webhook(&self) -> Option<OwnedSemaphorePermit> {
+        Self::take(&self.webhooks).await
     }
 
     /// A slot for a `/batch` extract.
@@ -114,10 +120,12 @@ impl App {
             allowed_key_hosts: cfg.hull_key_hosts.clone(),
             pinned_pem: cfg.hull_public_key_pem.clone(),
             skip_verification: cfg.skip_signature_verification,
+            require_https: !cfg.common.local_mode,
         })
         .map_err(|e| anyhow::anyhow!("HULL_PUBLIC_KEY_PEM: {}", e.message()))?;
         let slots = Slots {
             notifications: Arc::new(Semaphore::new(cfg.max_concurrent_notifications)),
+            webhooks: Arc::new(Semaphore::new(cfg.max_concurrent_notifications)),
             batches: Arc::new(Semaphore::new(cfg.max_concurrent_batches)),
         };
         let limits = backpressure::Limits::from_config(&cfg);
@@ -136,6 +144,40 @@ impl App {
             }),
         })
     }
+}
+
+/// Reads a request body: at most `limit` bytes within `INGEST_BODY_TIMEOUT_SECS` in all.
+pub async fn read_body(
+    app: &App,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    match tokio::time::timeout(app.cfg.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| {
+                s.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+            });
+            Err(if too_large {
+                BodyError::TooLarge
+            } else {
+                BodyError::Broken
+            })
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Over the limit.
+    TooLarge,
+    /// Not sent within `INGEST_BODY_TIMEOUT_SECS`.
+    TimedOut,
+    /// The connection broke.
+    Broken,
 }
 
 /// Every route: the connector endpoints plus `/metrics`, `/healthz`, `/readyz`.

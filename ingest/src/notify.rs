@@ -368,11 +368,7 @@ fn count(outcome: &'static str) {
 
 /// The handler.
 pub async fn smart_notifier(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let Some(_slot) = app.slots.notification().await else {
-        count("busy");
-        return unavailable("ingest is busy; retry later");
-    };
-    // 1. The signature, before the body is read.
+    // 1. The signature, before the body is read (and before a processing slot is taken).
     let token = match app.verifier.verify_token(&headers).await {
         Ok(t) => t,
         Err(e) => {
@@ -384,37 +380,53 @@ pub async fn smart_notifier(State(app): State<App>, headers: HeaderMap, body: Bo
             );
         }
     };
-    // 2. The body, bounded.
-    let bytes = match axum::body::to_bytes(body, app.cfg.max_body_bytes).await {
+    // A token that outlives the replay window could be replayed once its id is forgotten.
+    let window = app.cfg.notification_replay_window.as_secs() as i64;
+    if token
+        .exp
+        .is_some_and(|exp| exp > chrono::Utc::now().timestamp() + window)
+    {
+        count("rejected");
+        let e = common::hull::VerifyError::InvalidSignature(
+            "the token lives longer than NOTIFICATION_REPLAY_WINDOW_SECS".into(),
+        );
+        return respond(
+            StatusCode::BAD_REQUEST,
+            NotificationResponse::verification_failed(&e),
+        );
+    }
+    let Some(_slot) = app.slots.notification().await else {
+        count("busy");
+        return unavailable("ingest is busy; retry later");
+    };
+    // 2. The body, bounded in size and time.
+    let bytes = match crate::read_body(&app, body, app.cfg.max_body_bytes).await {
         Ok(b) => b,
+        Err(crate::BodyError::TooLarge) => {
+            count("invalid");
+            let fc = FlowControl::retry(1, 1000).with_in_time(10);
+            let msg = format!(
+                "the body exceeds INGEST_MAX_BODY_BYTES ({} bytes)",
+                app.cfg.max_body_bytes
+            );
+            return respond(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                NotificationResponse::with_error(
+                    fc,
+                    msg,
+                    "NotificationValidationError",
+                    "ENTITY_TOO_LARGE",
+                ),
+            );
+        }
         Err(e) => {
             count("invalid");
-            let too_large = std::error::Error::source(&e).is_some_and(|s| {
-                s.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-            });
-            return if too_large {
-                let fc = FlowControl::retry(1, 1000).with_in_time(10);
-                let msg = format!(
-                    "the body exceeds INGEST_MAX_BODY_BYTES ({} bytes)",
-                    app.cfg.max_body_bytes
-                );
-                respond(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    NotificationResponse::with_error(
-                        fc,
-                        msg,
-                        "NotificationValidationError",
-                        "ENTITY_TOO_LARGE",
-                    ),
-                )
+            let msg = if e == crate::BodyError::TimedOut {
+                "the body was not sent within INGEST_BODY_TIMEOUT_SECS"
             } else {
-                refused(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_BODY",
-                    format!("could not read the body: {e}"),
-                )
+                "could not read the body"
             };
+            return refused(StatusCode::BAD_REQUEST, "INVALID_BODY", msg);
         }
     };
     let n = match parse(&bytes, app.cfg.notification_max_messages) {
@@ -450,12 +462,55 @@ pub async fn smart_notifier(State(app): State<App>, headers: HeaderMap, body: Bo
             );
         }
     };
-    // 4. The connector.
+    // 4. The connector. Hull's token signs the notification id, not the body: a replay
+    // changes nothing, a connector never moves to another organization, and a secret that
+    // differs from the recorded one is confirmed with Hull before it replaces it.
     if token.verified {
+        match app.store.notification_seen(&n.notification_id).await {
+            Ok(true) => {
+                count("duplicate");
+                let fc = FlowControl::next(app.cfg.flow_control_size, app.cfg.flow_control_in_ms);
+                return respond(StatusCode::OK, NotificationResponse::new(fc));
+            }
+            Ok(false) => {}
+            Err(e) => return unavailable(format!("database unavailable: {e}")),
+        }
         match app.store.connector(&n.connector_id).await {
             Ok(None) if n.private_settings.is_none() => {
                 count("invalid");
                 return refused(StatusCode::BAD_REQUEST, "INVALID_BODY", "connector.private_settings is required for a connector seen for the first time");
+            }
+            Ok(Some(known)) if !known.organization.eq_ignore_ascii_case(&organization) => {
+                tracing::warn!(connector = %n.connector_id, %organization, recorded = %known.organization, "notification for a connector of another organization refused");
+                count("rejected");
+                return refused(
+                    StatusCode::FORBIDDEN,
+                    "ORGANIZATION_MISMATCH",
+                    "this connector belongs to another organization",
+                );
+            }
+            Ok(Some(known)) if known.secret != n.secret => {
+                let creds = common::hull::HullCredentials {
+                    id: n.connector_id.clone(),
+                    secret: n.secret.clone(),
+                    organization: organization.clone(),
+                };
+                let confirmed = app.hull.get_app(&creds).await.is_ok_and(|remote| {
+                    remote
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .is_none_or(|rid| rid == n.connector_id)
+                });
+                if !confirmed {
+                    tracing::warn!(connector = %n.connector_id, "a notification with another secret was not confirmed by Hull");
+                    count("rejected");
+                    return refused(
+                        StatusCode::UNAUTHORIZED,
+                        "INVALID_CREDENTIALS",
+                        "configuration.secret does not match this connector",
+                    );
+                }
+                tracing::info!(connector = %n.connector_id, "connector secret changed in Hull (confirmed)");
             }
             Ok(_) => {}
             Err(e) => return unavailable(format!("database unavailable: {e}")),

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -54,7 +53,7 @@ pub async fn close_webhook(
     State(app): State<App>,
     Path(connector_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let subscription = match app.store.webhook_subscription(&connector_id).await {
         Ok(Some(s)) => s,
@@ -85,6 +84,31 @@ pub async fn close_webhook(
     if let Err(e) = check_timestamp(timestamp, Utc::now(), app.cfg.webhook_tolerance) {
         return rejected(&connector_id, StatusCode::UNAUTHORIZED, &e.to_string());
     }
+    // Only now, with a subscription and fresh signature headers, is the body read: bounded
+    // in size and time, a bounded number at once.
+    let Some(_slot) = app.slots.webhook().await else {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "ingest is busy; retry later"}),
+        );
+    };
+    let body = match crate::read_body(&app, body, app.cfg.webhook_max_bytes).await {
+        Ok(b) => b,
+        Err(crate::BodyError::TooLarge) => {
+            return rejected(
+                &connector_id,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body exceeds CLOSE_WEBHOOK_MAX_BYTES",
+            )
+        }
+        Err(_) => {
+            return rejected(
+                &connector_id,
+                StatusCode::BAD_REQUEST,
+                "the body could not be read in time",
+            )
+        }
+    };
     if !verify_signature(&subscription.signature_key, timestamp, &body, signature) {
         return rejected(
             &connector_id,

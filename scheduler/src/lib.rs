@@ -36,6 +36,8 @@ pub struct SchedulerConfig {
     pub metadata_interval: Duration,
     /// `RETRY_BATCH`: due retries republished per tick at most.
     pub retry_batch: i64,
+    /// `BROKER_DEAD_LETTER_IMPORT_SECS`.
+    pub broker_import: std::time::Duration,
     /// Incoming sync scheduling (`FETCH_*`, `PUBLIC_URL`, `WEBHOOK_CHECK_SECS`).
     pub fetch: fetch::FetchConfig,
 }
@@ -66,6 +68,11 @@ pub const VARS: &[(&str, &str, &str)] = &[
         "RETRY_BATCH",
         "500",
         "due retries republished per pass at most",
+    ),
+    (
+        "BROKER_DEAD_LETTER_IMPORT_SECS",
+        "60",
+        "seconds between imports of the broker's dead letters into Postgres",
     ),
     (
         "FETCH_INTERVAL_SECS",
@@ -115,6 +122,7 @@ impl SchedulerConfig {
             status_interval: config::secs_or(src, "STATUS_INTERVAL_SECS", 1800.0)?,
             metadata_interval: config::secs_or(src, "METADATA_REFRESH_SECS", 3600.0)?,
             retry_batch: config::positive_or(src, "RETRY_BATCH", 500i64)?,
+            broker_import: config::secs_or(src, "BROKER_DEAD_LETTER_IMPORT_SECS", 60.0)?,
             fetch: fetch::FetchConfig::from_source(src)?,
         })
     }
@@ -131,6 +139,8 @@ pub struct TickReport {
     pub metadata_refreshed: usize,
     /// Incoming sync: runs started or expired, webhook subscriptions checked.
     pub incoming: fetch::FetchReport,
+    /// Messages the broker dead-lettered (delivery limit) now recorded in Postgres.
+    pub broker_dead_letters_imported: usize,
 }
 
 /// The scheduler.
@@ -143,6 +153,8 @@ pub struct Scheduler {
     close: CloseClient,
     hull: HullClient,
     cfg: SchedulerConfig,
+    admin: common::admin::Admin,
+    last_broker_import: std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Scheduler {
@@ -154,13 +166,41 @@ impl Scheduler {
             close,
             hull,
         } = Clients::new(&cfg.common, cfg.common.database_pool_size.min(4))?;
+        let admin = common::admin::Admin::new(store.clone(), queue.clone());
         Ok(Scheduler {
             store,
             queue,
             close,
             hull,
             cfg,
+            admin,
+            last_broker_import: Default::default(),
         })
+    }
+
+    /// Records the messages RabbitMQ dead-lettered (a job redelivered past the delivery
+    /// limit) as Postgres dead letters, at most every `BROKER_DEAD_LETTER_IMPORT_SECS`. Their
+    /// retry rows (left `queued` when the republished job never came back) go with them.
+    async fn import_broker_dead_letters(&self) -> usize {
+        {
+            let mut last = self.last_broker_import.lock();
+            if last.is_some_and(|t| t.elapsed() < self.cfg.broker_import) {
+                return 0;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self.admin.import_broker_dead_letters().await {
+            Ok(r) => {
+                if r.imported > 0 {
+                    tracing::warn!(imported = r.imported, "broker dead letters imported");
+                }
+                r.imported
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not import the broker's dead letters");
+                0
+            }
+        }
     }
 
     /// One pass. Errors of one step are logged and do not stop the others.
@@ -179,6 +219,7 @@ impl Scheduler {
         }
         metrics::counter!("scheduler_retries_republished_total")
             .increment(report.retries_republished as u64);
+        report.broker_dead_letters_imported = self.import_broker_dead_letters().await;
         match self
             .store
             .connectors_due_for_metadata(self.cfg.metadata_interval.as_secs_f64())

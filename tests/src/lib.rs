@@ -88,6 +88,7 @@ impl TestDb {
     /// Creates and migrates a database with a unique name on the server of `admin_url`.
     pub async fn create_on(admin_url: &str) -> anyhow::Result<TestDb> {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        url_with_db(admin_url, &name)?;
         let (client, conn) = tokio_postgres::connect(admin_url, NoTls).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -95,10 +96,8 @@ impl TestDb {
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
-        let mut url = url_with_db(admin_url, &name);
-        if url.is_empty() {
-            url = admin_url.to_string();
-        }
+        // Never fall back to the admin database: a test migrates only its own database.
+        let url = url_with_db(admin_url, &name)?;
         common::store::migrate(&url).await?;
         Ok(TestDb {
             url,
@@ -123,14 +122,18 @@ impl TestDb {
     }
 }
 
-fn url_with_db(admin: &str, db: &str) -> String {
-    match url::Url::parse(admin) {
-        Ok(mut u) => {
-            u.set_path(&format!("/{db}"));
-            u.to_string()
-        }
-        Err(_) => String::new(),
+/// The URL of database `db` on the server of `admin` (a `postgres://` URL).
+pub fn url_with_db(admin: &str, db: &str) -> anyhow::Result<String> {
+    let mut u = url::Url::parse(admin).map_err(|e| {
+        anyhow::anyhow!(
+            "TEST_DATABASE_URL must be a postgres:// URL ({e}); refusing to use the admin database"
+        )
+    })?;
+    if !matches!(u.scheme(), "postgres" | "postgresql") || u.host_str().is_none() {
+        anyhow::bail!("TEST_DATABASE_URL must be a postgres:// URL with a host; refusing to use the admin database");
     }
+    u.set_path(&format!("/{db}"));
+    Ok(u.to_string())
 }
 
 /// Options of a test environment.

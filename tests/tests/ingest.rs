@@ -134,6 +134,8 @@ async fn a_verified_notification_with_a_new_secret_updates_the_connector() {
     let env = start().await;
     let ok = notification(&env, CONNECTOR_SECRET, json!([]));
     assert_eq!(post_signed(&env, &ok, None, None).await.0, 200);
+    env.hull
+        .set_connector_secret(CONNECTOR_ID, "the-new-secret");
     let rotated = notification(&env, "the-new-secret", json!([account_message("a1")]));
     let (status, answer) = post_signed(&env, &rotated, None, None).await;
     assert_eq!(status, 200, "{answer}");

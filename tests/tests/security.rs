@@ -500,6 +500,87 @@ async fn a_squatted_connector_is_taken_back_by_hulls_signed_notification() {
     env.cleanup().await;
 }
 
+#[tokio::test]
+async fn a_signed_notification_cannot_move_or_rekey_another_connector() {
+    // Hull's token signs the notification id, not the body: a token from another connector or
+    // organization must not rewrite this one.
+    // Local mode with HULL_ORGANIZATIONS empty: every organization is served, so only the
+    // binding of the connector to its organization can refuse the other one.
+    let env = start_with(&[("HULL_ORGANIZATIONS", "")]).await;
+    assert_eq!(
+        post_signed(&env, &notification(&env, "account:update", json!([])))
+            .await
+            .0,
+        200
+    );
+    let store = env.store().expect("store");
+    // Another organization claiming the same connector id.
+    let mut other_org = notification(&env, "account:update", json!([account("a1", "acme.com")]));
+    other_org["configuration"]["organization"] = json!("attacker.example.com");
+    other_org["connector"]["private_settings"]["api_key"] = json!("attacker-key");
+    let now = chrono::Utc::now().timestamp();
+    let t = token(
+        json!({"jti": other_org["notification_id"], "exp": now + 300, "iss": "attacker.example.com"}),
+    );
+    let (status, answer) = post_raw(
+        &env,
+        serde_json::to_vec(&other_org).expect("json"),
+        Some(&t),
+        &env.hull.public_key_url(),
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["code"], "ORGANIZATION_MISMATCH");
+    // The right organization, but a secret Hull does not confirm.
+    let mut rekey = notification(&env, "account:update", json!([account("a1", "acme.com")]));
+    rekey["configuration"]["secret"] = json!("attacker-secret");
+    rekey["connector"]["private_settings"]["api_key"] = json!("attacker-key");
+    let (status, answer) = post_signed(&env, &rekey).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["code"], "INVALID_CREDENTIALS");
+    let c = store
+        .connector(CONNECTOR_ID)
+        .await
+        .expect("db")
+        .expect("connector");
+    assert_eq!(c.organization, env.hull.organization());
+    assert_eq!(c.secret, CONNECTOR_SECRET);
+    assert_eq!(c.api_key.as_deref(), Some(harness::API_KEY));
+    assert_eq!(outgoing(&env).await, 0);
+    // A replay of an accepted notification with another body changes nothing either.
+    let first = notification(&env, "account:update", json!([]));
+    assert_eq!(post_signed(&env, &first).await.0, 200);
+    let mut replay = first.clone();
+    replay["connector"]["private_settings"]["api_key"] = json!("attacker-key");
+    replay["messages"] = json!([account("a9", "evil.com")]);
+    assert_eq!(post_signed(&env, &replay).await.0, 200);
+    assert_eq!(
+        store
+            .connector(CONNECTOR_ID)
+            .await
+            .expect("db")
+            .expect("c")
+            .api_key
+            .as_deref(),
+        Some(harness::API_KEY)
+    );
+    assert_eq!(outgoing(&env).await, 0);
+    // A token that outlives the replay window is refused.
+    let long = notification(&env, "account:update", json!([]));
+    let t = token(
+        json!({"jti": long["notification_id"], "exp": now + 200_000, "iss": env.hull.organization()}),
+    );
+    let (status, _) = post_raw(
+        &env,
+        serde_json::to_vec(&long).expect("json"),
+        Some(&t),
+        &env.hull.public_key_url(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    env.cleanup().await;
+}
+
 // ---------------------------------------------------------------- one bad message
 
 #[tokio::test]

@@ -59,6 +59,20 @@ pub enum JobError {
     /// The connector's settings must be fixed first.
     #[error("{0}")]
     Configuration(String),
+    /// The connector is parked (for the reason it carries): the job waits for a fix.
+    #[error("connector is parked: {0}")]
+    Parked(String),
+}
+
+impl JobError {
+    /// Why the connector must be parked: the original reason for a job that found it parked
+    /// already (so reasons never nest), the error otherwise.
+    pub fn park_reason(&self) -> String {
+        match self {
+            JobError::Parked(reason) => reason.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl Classify for JobError {
@@ -70,7 +84,7 @@ impl Classify for JobError {
             JobError::Metadata(e) => e.class(),
             JobError::Queue(e) => e.class(),
             JobError::Permanent(_) => ErrorClass::Permanent,
-            JobError::Configuration(_) => ErrorClass::Configuration,
+            JobError::Configuration(_) | JobError::Parked(_) => ErrorClass::Configuration,
         }
     }
 }
@@ -89,6 +103,53 @@ pub struct Ctx {
     pub firehose: firehose::FirehoseSink,
     /// Configuration.
     pub cfg: WorkerConfig,
+    /// Jobs in flight in this process (mirrors the `worker_jobs_in_flight` gauge).
+    pub in_flight: Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// Counts a job in flight for as long as it lives, however it ends (done, failed, panicked or
+/// aborted at the drain deadline), so the gauge cannot drift.
+pub struct InFlight(Arc<std::sync::atomic::AtomicI64>);
+
+impl InFlight {
+    /// Counts one more job in flight.
+    pub fn enter(counter: &Arc<std::sync::atomic::AtomicI64>) -> InFlight {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        metrics::gauge!("worker_jobs_in_flight").increment(1.0);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        metrics::gauge!("worker_jobs_in_flight").decrement(1.0);
+    }
+}
+
+tokio::task_local! {
+    /// The settings version of the connector the current job read (see `store::parking`).
+    static SETTINGS_SEEN: std::cell::Cell<Option<i64>>;
+}
+
+/// Records the settings version the current job works with (called where the connector is
+/// read); a configuration error parks the connector only if that version is still current.
+pub fn note_settings_version(version: i64) {
+    let _ = SETTINGS_SEEN.try_with(|c| c.set(Some(version)));
+}
+
+/// Runs a job's future, turning a panic into an error message instead of losing the job.
+pub async fn catch_panic<T>(fut: impl std::future::Future<Output = T>) -> Result<T, String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|p| {
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into())
+        })
 }
 
 /// What became of one delivery.
@@ -137,6 +198,7 @@ impl Worker {
                 hull,
                 firehose,
                 cfg,
+                in_flight: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             }),
         })
     }
@@ -150,9 +212,15 @@ impl Worker {
     /// what must be recorded (retry, parking, dead letter). An `Err` means even that failed
     /// (database or broker down): the message must go back to the queue.
     pub async fn handle(&self, env: Envelope) -> Result<Disposition, JobError> {
+        SETTINGS_SEEN
+            .scope(std::cell::Cell::new(None), self.handle_scoped(env))
+            .await
+    }
+
+    async fn handle_scoped(&self, env: Envelope) -> Result<Disposition, JobError> {
         let start = Instant::now();
         let job_name = env.job.name();
-        metrics::gauge!("worker_jobs_in_flight").increment(1.0);
+        let in_flight = InFlight::enter(&self.ctx.in_flight);
         let inline = self.ctx.cfg.inline_retries;
         let result = (|| async { self.run_job(&env).await })
             .retry(
@@ -171,7 +239,7 @@ impl Worker {
                 tracing::warn!(job = job_name, connector = %env.connector_id, error = %e, retry_in = ?dur, "transient failure, retrying");
             })
             .await;
-        metrics::gauge!("worker_jobs_in_flight").decrement(1.0);
+        drop(in_flight);
         metrics::histogram!("worker_job_duration_seconds", "job" => job_name)
             .record(start.elapsed().as_secs_f64());
         let disposition = match result {
@@ -249,17 +317,30 @@ impl Worker {
         };
         let class = e.class();
         tracing::warn!(connector = %env.connector_id, entity = ?entity, attempt = env.attempt, class = class.label(), error = %error, "{kind_event}");
+        if let Some((kind, hull_id)) = env.job.outgoing_entity() {
+            let c = ctx.store.pool().get().await.map_err(StoreError::from)?;
+            common::store::save_failure(&c, &env.connector_id, kind, &hull_id, &error, None)
+                .await?;
+        }
         match class {
             ErrorClass::Permanent => {
                 self.dead_letter(env, &error).await?;
                 Ok(Disposition::Dead)
             }
             ErrorClass::Configuration => {
-                ctx.store.park_connector(&env.connector_id, &error).await?;
-                ctx.store
-                    .schedule_retry(env, &error, Utc::now(), true)
-                    .await?;
-                Ok(Disposition::Parked)
+                match ctx
+                    .store
+                    .park(
+                        env,
+                        &e.park_reason(),
+                        SETTINGS_SEEN.try_with(|c| c.get()).ok().flatten(),
+                    )
+                    .await?
+                {
+                    common::store::Parking::Parked => Ok(Disposition::Parked),
+                    // The settings changed while the job ran: it tries again now.
+                    common::store::Parking::Rescheduled => Ok(Disposition::Retry),
+                }
             }
             ErrorClass::Retryable { after } => {
                 let mut next = env.clone();
@@ -298,19 +379,53 @@ impl Worker {
         let env = match Envelope::from_bytes(&delivery.data) {
             Ok(env) => env,
             Err(e) => {
-                tracing::error!(error = %e, "unreadable job: moved to the dead-letter queue");
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: false,
-                        ..Default::default()
-                    })
-                    .await;
+                let error = format!("unreadable job: {e}");
+                match self
+                    .ctx
+                    .store
+                    .dead_letter_unreadable(&delivery.data, &error)
+                    .await
+                {
+                    Ok(id) => {
+                        tracing::error!(dead_letter = %id, error = %e, "unreadable job: recorded as a dead letter");
+                        if let Err(qe) = self.ctx.queue.publish_dead(&delivery.data, &error).await {
+                            tracing::warn!(dead_letter = %id, error = %qe, "unreadable job recorded in Postgres but not copied to the dead-letter queue");
+                        }
+                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                    }
+                    Err(se) => {
+                        tracing::error!(error = %se, "could not record an unreadable job; returning it to the queue");
+                        self.wait_for_store().await;
+                        let _ = delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
+                    }
+                }
                 metrics::counter!("worker_jobs_total", "job" => "unreadable", "outcome" => "dead")
                     .increment(1);
                 return;
             }
         };
-        match self.handle(env).await {
+        let outcome = match catch_panic(self.handle(env)).await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                // Parsed again from the delivery: no copy of every job for the rare panic.
+                let Ok(dead_copy) = Envelope::from_bytes(&delivery.data) else {
+                    return;
+                };
+                // A bug, not bad luck: keep the job as a dead letter instead of leaving the
+                // delivery unacked (or redelivering it into the same panic).
+                tracing::error!(job = dead_copy.job.name(), connector = %dead_copy.connector_id, panic = %panic, "job panicked");
+                metrics::counter!("worker_jobs_total", "job" => dead_copy.job.name(), "outcome" => "panicked").increment(1);
+                self.dead_letter(&dead_copy, &format!("the job panicked: {panic}"))
+                    .await
+                    .map(|_| Disposition::Dead)
+            }
+        };
+        match outcome {
             Ok(_) => {
                 if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                     tracing::warn!(error = %e, "ack failed; the job will be redelivered (it is idempotent)");

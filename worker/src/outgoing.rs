@@ -55,10 +55,9 @@ pub async fn tenant(ctx: &Ctx, connector_id: &str) -> Result<Tenant, JobError> {
         .connector(connector_id)
         .await?
         .ok_or_else(|| JobError::Permanent(format!("unknown connector {connector_id}")))?;
+    crate::note_settings_version(connector.settings_version);
     if let Some(reason) = &connector.parked_reason {
-        return Err(JobError::Configuration(format!(
-            "connector is parked: {reason}"
-        )));
+        return Err(JobError::Parked(reason.clone()));
     }
     let settings = Settings::from_private_settings(&connector.settings_with_key())
         .map_err(|e| JobError::Configuration(format!("invalid settings: {e}")))?;

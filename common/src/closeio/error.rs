@@ -96,14 +96,6 @@ impl CloseError {
         )
     }
 
-    /// The readable `path: message` lines of a 400 (empty for other errors).
-    pub fn field_error_lines(&self) -> Vec<String> {
-        match self {
-            CloseError::BadRequest { field_errors, .. } => flatten_field_errors(field_errors),
-            _ => Vec::new(),
-        }
-    }
-
     /// Builds the error for a non-2xx, non-429 status from the response body text.
     pub(crate) fn from_status(status: u16, body: &str) -> CloseError {
         let json: Option<Value> = serde_json::from_str(body).ok();
@@ -300,10 +292,6 @@ mod tests {
     fn nested_field_errors_are_flattened_readably() {
         let body = r#"{"errors":[],"field-errors":{"contacts":{"errors":{"0":{"errors":[],"field-errors":{"phones":{"errors":{"0":{"errors":[],"field-errors":{"phone":"Invalid phone number."}}}}}}}}}}"#;
         let err = CloseError::from_status(400, body);
-        assert_eq!(
-            err.field_error_lines(),
-            vec!["contacts[0].phones[0].phone: Invalid phone number.".to_owned()]
-        );
         assert_eq!(
             err.to_string(),
             "Close rejected the request (400): contacts[0].phones[0].phone: Invalid phone number."

@@ -46,8 +46,6 @@ pub struct HullClientConfig {
     pub timeout: Duration,
     /// Maximum entries per firehose request.
     pub flush_at: usize,
-    /// How long a [`super::FirehoseBatcher`] keeps entries before sending them.
-    pub flush_after: Duration,
     /// The organizations this client may call (`HULL_ORGANIZATIONS`); a request for any other
     /// fails with [`HullError::InvalidConfig`] before anything is sent.
     pub organizations: HostAllowList,
@@ -60,7 +58,6 @@ impl Default for HullClientConfig {
             firehose_url: None,
             timeout: Duration::from_secs(10),
             flush_at: 50,
-            flush_after: Duration::from_secs(1),
             organizations: HostAllowList::open(),
         }
     }

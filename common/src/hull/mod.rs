@@ -1,19 +1,17 @@
 //! Hull platform client and notification handling.
 //!
 //! - [`HullClient`]: REST calls (connector settings, status, segments) and the firehose
-//!   ([`HullClient::send_firehose`] with [`FirehoseEntry`] identity tokens; [`FirehoseBatcher`]
-//!   buffers entries and flushes them by size or age).
+//!   ([`HullClient::send_firehose`] with [`FirehoseEntry`] identity tokens; the worker's
+//!   `firehose` sink batches entries across jobs).
 //! - [`notification`]: verification of smart-notifier signatures.
 //! - [`FlowControl`] / [`NotificationResponse`]: the answer to a notification.
 
-mod batcher;
 mod client;
 mod error;
 mod firehose;
 mod flow_control;
 pub mod notification;
 
-pub use batcher::FirehoseBatcher;
 pub use client::{HullClient, HullClientConfig, HullCredentials};
 pub use error::HullError;
 pub use firehose::{

@@ -39,6 +39,10 @@ pub const KEY_CACHE_SIZE: usize = 32;
 const MAX_KEY_BYTES: usize = 16 * 1024;
 /// Longest signature header accepted.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Key fetches at once (a burst of tokens naming new key URLs waits here).
+const KEY_FETCHES: usize = 4;
+/// How long a key URL that could not be used is not tried again.
+const FAILED_KEY_TTL: Duration = Duration::from_secs(30);
 
 const PEM_MARKER: &str = "-----BEGIN PUBLIC KEY-----";
 
@@ -52,6 +56,9 @@ pub struct VerifierConfig {
     pub pinned_pem: Option<String>,
     /// Accept every notification without any check (tests and local demos only).
     pub skip_verification: bool,
+    /// Refuse `http://` key URLs (on outside local mode): a key fetched in clear text could
+    /// be replaced on the way.
+    pub require_https: bool,
 }
 
 /// Why a notification was refused.
@@ -109,6 +116,8 @@ pub struct VerifiedToken {
     pub jti: Option<String>,
     /// The issuing organization, when the token names one.
     pub iss: Option<String>,
+    /// When the token expires (seconds since the epoch).
+    pub exp: Option<i64>,
     /// Whether the signature was really checked (false with `SKIP_SIGNATURE_VERIFICATION`).
     pub verified: bool,
 }
@@ -151,6 +160,8 @@ pub struct NotificationVerifier {
     config: Arc<VerifierConfig>,
     http: reqwest::Client,
     keys: Arc<Mutex<LruCache<String, DecodingKey>>>,
+    failed: Arc<Mutex<LruCache<String, std::time::Instant>>>,
+    fetches: Arc<tokio::sync::Semaphore>,
     pinned: Option<DecodingKey>,
 }
 
@@ -181,6 +192,8 @@ impl NotificationVerifier {
             config: Arc::new(config),
             http,
             keys: Arc::new(Mutex::new(LruCache::new(size))),
+            failed: Arc::new(Mutex::new(LruCache::new(size))),
+            fetches: Arc::new(tokio::sync::Semaphore::new(KEY_FETCHES)),
             pinned,
         })
     }
@@ -218,6 +231,7 @@ impl NotificationVerifier {
             return Ok(VerifiedToken {
                 jti: None,
                 iss: None,
+                exp: None,
                 verified: false,
             });
         }
@@ -235,28 +249,63 @@ impl NotificationVerifier {
             return Ok(key.clone());
         }
         let url = url::Url::parse(key_url)
-            .map_err(|e| VerifyError::InvalidCertificate(format!("bad public key URL: {e}")))?;
-        if !self.config.allowed_key_hosts.allows_url(&url) {
+            .map_err(|_| VerifyError::InvalidCertificate("bad public key URL".into()))?;
+        if !self.config.allowed_key_hosts.allows_url(&url)
+            || (self.config.require_https && url.scheme() != "https")
+        {
             return Err(VerifyError::KeyHostNotAllowed(authority(&url)));
         }
+        if self
+            .failed
+            .lock()
+            .get(key_url)
+            .is_some_and(|at| at.elapsed() < FAILED_KEY_TTL)
+        {
+            return Err(unusable_key());
+        }
+        let _permit = self.fetches.acquire().await.map_err(|_| unusable_key())?;
+        if let Some(key) = self.keys.lock().get(key_url) {
+            return Ok(key.clone());
+        }
+        match self.download_key(url, signature).await {
+            Ok(key) => {
+                self.keys.lock().put(key_url.to_owned(), key.clone());
+                Ok(key)
+            }
+            Err(detail) => {
+                // The detail stays in the log: the caller learns nothing about the key host.
+                tracing::warn!(key_url, error = %detail, "could not fetch the notification public key");
+                self.failed
+                    .lock()
+                    .put(key_url.to_owned(), std::time::Instant::now());
+                Err(unusable_key())
+            }
+        }
+    }
+
+    async fn download_key(&self, url: url::Url, signature: &str) -> Result<DecodingKey, String> {
         let response = self
             .http
             .post(url)
             .body(signature.to_owned())
             .send()
             .await
-            .map_err(|e| VerifyError::InvalidCertificate(e.without_url().to_string()))?;
+            .map_err(|e| e.without_url().to_string())?;
         if !response.status().is_success() {
-            return Err(VerifyError::InvalidCertificate(format!(
-                "public key URL answered HTTP {}",
-                response.status().as_u16()
-            )));
+            return Err(format!("HTTP {}", response.status().as_u16()));
         }
-        let text = read_capped(response, MAX_KEY_BYTES).await?;
-        let key = decoding_key_from_pem(&text)?;
-        self.keys.lock().put(key_url.to_owned(), key.clone());
-        Ok(key)
+        let text = read_capped(response, MAX_KEY_BYTES)
+            .await
+            .map_err(|e| e.message())?;
+        decoding_key_from_pem(&text).map_err(|e| e.message())
     }
+}
+
+/// The one error for a key that could not be fetched or used.
+fn unusable_key() -> VerifyError {
+    VerifyError::InvalidCertificate(
+        "the public key could not be fetched or is not a PEM public key".into(),
+    )
 }
 
 /// The flag, version and signature headers; returns the signature and the key URL.
@@ -369,9 +418,11 @@ fn check_signature(signature: &str, key: &DecodingKey) -> Result<VerifiedToken, 
         .get("iss")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let exp = data.claims.get("exp").and_then(Value::as_i64);
     Ok(VerifiedToken {
         jti: Some(jti),
         iss,
+        exp,
         verified: true,
     })
 }
@@ -422,6 +473,7 @@ mod tests {
         let t = VerifiedToken {
             jti: Some("n1".into()),
             iss: Some("acme.hullapp.io".into()),
+            exp: None,
             verified: true,
         };
         assert!(t.check_body(Some("n1"), Some("ACME.hullapp.io")).is_ok());
@@ -436,6 +488,7 @@ mod tests {
         let skipped = VerifiedToken {
             jti: None,
             iss: None,
+            exp: None,
             verified: false,
         };
         assert!(skipped.check_body(None, None).is_ok());

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::parking::PARKED_FILTER;
 use super::{Store, StoreError};
 
 /// A full import (everything) or an incremental fetch (since the cursor, minus the overlap).
@@ -315,12 +316,12 @@ impl Store {
         let c = self.pool.get().await?;
         let rows = c
             .query(
-                "SELECT c.id, s.cursor, s.full_import_completed_at, s.last_run_started_at, s.fetch_requested_at,
+                &format!("SELECT c.id, s.cursor, s.full_import_completed_at, s.last_run_started_at, s.fetch_requested_at,
                         COALESCE(s.full_import_requested, false)
                  FROM connectors c LEFT JOIN incoming_state s ON s.connector_id = c.id
-                 WHERE c.api_key_enc IS NOT NULL AND c.parked_reason IS NULL
+                 WHERE c.api_key_enc IS NOT NULL AND {PARKED_FILTER}
                    AND NOT EXISTS (SELECT 1 FROM fetch_runs r WHERE r.connector_id = c.id AND r.state IN ('planning', 'running'))
-                 ORDER BY c.id",
+                 ORDER BY c.id"),
                 &[],
             )
             .await?;
@@ -703,11 +704,11 @@ impl Store {
         let c = self.pool.get().await?;
         let rows = c
             .query(
-                "SELECT c.id FROM connectors c LEFT JOIN webhook_subscriptions w ON w.connector_id = c.id
-                 WHERE c.api_key_enc IS NOT NULL AND c.parked_reason IS NULL
+                &format!("SELECT c.id FROM connectors c LEFT JOIN webhook_subscriptions w ON w.connector_id = c.id
+                 WHERE c.api_key_enc IS NOT NULL AND {PARKED_FILTER}
                    AND (w.connector_id IS NULL OR w.api_key_fingerprint IS DISTINCT FROM c.api_key_fingerprint
                         OR w.checked_at < now() - make_interval(secs => $1))
-                 ORDER BY c.id",
+                 ORDER BY c.id"),
                 &[&interval_secs],
             )
             .await?;

@@ -20,6 +20,8 @@ use crate::jobs::{EntityKind, Envelope};
 
 mod incoming;
 pub use incoming::*;
+mod parking;
+pub use parking::{Parking, PARKED_FILTER};
 mod trust;
 pub use trust::{EventAcceptance, KeyCheck};
 
@@ -98,6 +100,8 @@ pub struct Connector {
     pub metadata: Option<Value>,
     /// When the metadata was fetched.
     pub metadata_fetched_at: Option<DateTime<Utc>>,
+    /// Bumped by every change of settings, key or credentials (see `store::parking`).
+    pub settings_version: i64,
 }
 
 impl std::fmt::Debug for Connector {
@@ -292,10 +296,10 @@ impl Store {
                 let old_settings: Value = row.get(0);
                 let old_fp: Option<String> = row.get(1);
                 let old_org: String = row.get(2);
-                // A secret that no longer opens is replaced by the one Hull sent.
-                let old_secret = self.secrets.open(row.get::<_, Vec<u8>>(3).as_slice()).ok();
-                credentials_changed =
-                    old_org != organization || old_secret.as_deref() != Some(secret);
+                // A secret that does not open means a wrong ENCRYPTION_KEY: an error, never a
+                // reason to re-seal it with that key.
+                let old_secret = self.secrets.open(row.get::<_, Vec<u8>>(3).as_slice())?;
+                credentials_changed = old_org != organization || old_secret != secret;
                 UpsertOutcome {
                     created: false,
                     api_key_changed: old_fp != fp,
@@ -315,7 +319,8 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (id) DO UPDATE SET organization = EXCLUDED.organization, secret_enc = EXCLUDED.secret_enc,
                    private_settings = EXCLUDED.private_settings, api_key_enc = EXCLUDED.api_key_enc,
-                   api_key_fingerprint = EXCLUDED.api_key_fingerprint, updated_at = now()",
+                   api_key_fingerprint = EXCLUDED.api_key_fingerprint, updated_at = now(),
+                   settings_version = connectors.settings_version + 1",
                 &[&id, &organization, &secret_enc, &settings, &key_enc, &fp],
             )
             .await?;
@@ -330,17 +335,7 @@ impl Store {
         }
         if !outcome.created && (outcome.api_key_changed || outcome.settings_changed) {
             // Settings were fixed (or changed): parked jobs get another chance now.
-            tx.execute(
-                "UPDATE connectors SET parked_reason = NULL WHERE id = $1",
-                &[&id],
-            )
-            .await?;
-            tx.execute(
-                "UPDATE retries SET state = 'scheduled', next_attempt_at = now(), updated_at = now()
-                 WHERE connector_id = $1 AND state = 'parked'",
-                &[&id],
-            )
-            .await?;
+            parking::unpark_in(&tx, id).await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -363,7 +358,7 @@ impl Store {
         let row = c
             .query_opt(
                 "SELECT id, organization, secret_enc, private_settings, api_key_enc, status, status_messages,
-                        parked_reason, metadata, metadata_fetched_at
+                        parked_reason, metadata, metadata_fetched_at, settings_version
                  FROM connectors WHERE id = $1",
                 &[&id],
             )
@@ -382,17 +377,8 @@ impl Store {
             parked_reason: row.get(7),
             metadata: row.get(8),
             metadata_fetched_at: row.get(9),
+            settings_version: row.get(10),
         }))
-    }
-
-    /// Ids of every connector.
-    pub async fn connector_ids(&self) -> Result<Vec<String>, StoreError> {
-        let c = self.pool.get().await?;
-        Ok(c.query("SELECT id FROM connectors ORDER BY id", &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
     }
 
     /// Every connector with counters, for operators.
@@ -457,18 +443,8 @@ impl Store {
         Ok(())
     }
 
-    /// Parks a connector's jobs because of a configuration error.
-    pub async fn park_connector(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        c.execute(
-            "UPDATE connectors SET parked_reason = $2 WHERE id = $1",
-            &[&id, &reason],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Schedules another attempt of a job (or parks it when `parked`).
+    /// Schedules another attempt of a job (or parks it when `parked`; prefer [`Store::park`],
+    /// which also parks the connector).
     pub async fn schedule_retry(
         &self,
         env: &Envelope,
@@ -477,30 +453,7 @@ impl Store {
         parked: bool,
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        let body = serde_json::to_value(env).unwrap_or(Value::Null);
-        let state = if parked { "parked" } else { "scheduled" };
-        let entry = serde_json::json!([{"at": Utc::now(), "attempt": env.attempt, "error": error}]);
-        c.execute(
-            "INSERT INTO retries (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error, state, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope, attempts = EXCLUDED.attempts,
-               errors = retries.errors || EXCLUDED.errors, last_error = EXCLUDED.last_error, state = EXCLUDED.state,
-               next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()",
-            &[
-                &env.id,
-                &env.connector_id,
-                &env.job.name(),
-                &env.job.entity_key(),
-                &body,
-                &(env.attempt as i32),
-                &entry,
-                &error,
-                &state,
-                &next_attempt_at,
-            ],
-        )
-        .await?;
-        Ok(())
+        upsert_retry(&c, env, error, next_attempt_at, parked).await
     }
 
     /// Records a dead letter with every error seen (those recorded with earlier retries too).
@@ -595,6 +548,40 @@ impl Store {
     }
 }
 
+/// Inserts or updates the retry row of a job (its errors accumulate).
+async fn upsert_retry(
+    c: &impl GenericClient,
+    env: &Envelope,
+    error: &str,
+    next_attempt_at: DateTime<Utc>,
+    parked: bool,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_value(env).unwrap_or(Value::Null);
+    let state = if parked { "parked" } else { "scheduled" };
+    let entry = serde_json::json!([{"at": Utc::now(), "attempt": env.attempt, "error": error}]);
+    c.execute(
+        "INSERT INTO retries (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error, state, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope, attempts = EXCLUDED.attempts,
+           errors = retries.errors || EXCLUDED.errors, last_error = EXCLUDED.last_error, state = EXCLUDED.state,
+           next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()",
+        &[
+            &env.id,
+            &env.connector_id,
+            &env.job.name(),
+            &env.job.entity_key(),
+            &body,
+            &(env.attempt as i32),
+            &entry,
+            &error,
+            &state,
+            &next_attempt_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 fn dead_letter_from_row(r: &tokio_postgres::Row) -> DeadLetter {
     DeadLetter {
         id: r.get(0),
@@ -673,7 +660,7 @@ pub async fn save_success(
     Ok(())
 }
 
-/// Records a failed attempt on an entity.
+/// Records a failed attempt on an entity (nothing for a connector that is not recorded).
 pub async fn save_failure(
     c: &impl GenericClient,
     connector_id: &str,
@@ -684,7 +671,7 @@ pub async fn save_failure(
 ) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO sync_state (connector_id, kind, hull_id, failures, last_error, next_retry_at)
-         VALUES ($1, $2, $3, 1, $4, $5)
+         SELECT $1, $2, $3, 1, $4, $5 WHERE EXISTS (SELECT 1 FROM connectors WHERE id = $1)
          ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET failures = sync_state.failures + 1,
            last_error = EXCLUDED.last_error, next_retry_at = EXCLUDED.next_retry_at, updated_at = now()",
         &[&connector_id, &kind.as_str(), &hull_id, &error, &next_retry_at],

@@ -56,11 +56,20 @@ impl Store {
             self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
         }
         let sealed = self.secrets.seal(KEY_CHECK_PLAINTEXT);
-        c.execute(
-            "INSERT INTO key_check (id, sealed) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-            &[&sealed],
-        )
-        .await?;
+        let inserted = c
+            .execute(
+                "INSERT INTO key_check (id, sealed) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+                &[&sealed],
+            )
+            .await?;
+        if inserted == 0 {
+            // Another process recorded it first, perhaps with another key: check that one.
+            let row = c
+                .query_one("SELECT sealed FROM key_check WHERE id = 1", &[])
+                .await?;
+            self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
+            return Ok(KeyCheck::Verified);
+        }
         Ok(KeyCheck::Recorded)
     }
 
@@ -169,7 +178,8 @@ impl Store {
                 if current.organization != organization || current.secret != secret {
                     let c = self.pool.get().await?;
                     c.execute(
-                        "UPDATE connectors SET organization = $2, secret_enc = $3, updated_at = now() WHERE id = $1",
+                        "UPDATE connectors SET organization = $2, secret_enc = $3, updated_at = now(),
+                           settings_version = settings_version + 1 WHERE id = $1",
                         &[&id, &organization, &self.secrets.seal(secret)],
                     )
                     .await?;
@@ -272,16 +282,73 @@ impl Store {
     /// names `ENCRYPTION_KEY`; an unreachable database is only logged (the process waits for
     /// it as usual, and `/readyz` says so).
     pub async fn check_key_at_start(&self) -> Result<(), String> {
-        match self.check_encryption_key().await {
-            Ok(_) => Ok(()),
-            Err(StoreError::Crypto(e)) => Err(format!(
-                "ENCRYPTION_KEY cannot open the stored secrets ({e}); start with the key the data was written with \
-                 (and ENCRYPTION_KEY_PREVIOUS during a rotation)"
-            )),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not check ENCRYPTION_KEY against the database at start");
-                Ok(())
+        // The database may still be starting: try for a while before giving up on the check.
+        let mut pause = std::time::Duration::from_millis(200);
+        for attempt in 1..=6 {
+            match self.check_encryption_key().await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Crypto(e)) => {
+                    return Err(format!(
+                        "ENCRYPTION_KEY cannot open the stored secrets ({e}); start with the key the data was written with \
+                         (and ENCRYPTION_KEY_PREVIOUS during a rotation)"
+                    ))
+                }
+                Err(e) if attempt == 6 => {
+                    // Secrets are still never re-sealed with an unchecked key: a value that
+                    // does not open is an error wherever it is read.
+                    tracing::warn!(error = %e, "could not check ENCRYPTION_KEY against the database at start");
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
             }
         }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Records a message that is not a job of this version (unreadable): kept as a dead
+    /// letter named `unreadable`, with its text, so `closeio-ctl dlq list` shows it. The
+    /// connector is taken from the message when it names one.
+    pub async fn dead_letter_unreadable(
+        &self,
+        raw: &[u8],
+        error: &str,
+    ) -> Result<uuid::Uuid, StoreError> {
+        const KEPT: usize = 1 << 20;
+        let text = String::from_utf8_lossy(&raw[..raw.len().min(KEPT)]).into_owned();
+        let connector = serde_json::from_slice::<Value>(raw)
+            .ok()
+            .and_then(|v| {
+                v.get("connector_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "(unknown)".into());
+        let id = uuid::Uuid::new_v4();
+        let errors = serde_json::json!([{"at": chrono::Utc::now(), "attempt": 0, "error": error}]);
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error)
+             VALUES ($1, $2, 'unreadable', NULL, $3, 1, $4, $5)",
+            &[&id, &connector, &serde_json::json!({"raw": text}), &errors, &error],
+        )
+        .await?;
+        Ok(id)
+    }
+}
+
+impl Store {
+    /// Whether notification `id` was accepted already (within the replay window).
+    pub async fn notification_seen(&self, id: &str) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        Ok(c.query_opt(
+            "SELECT 1 FROM notifications_seen WHERE notification_id = $1",
+            &[&id],
+        )
+        .await?
+        .is_some())
     }
 }

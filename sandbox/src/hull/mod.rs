@@ -351,6 +351,15 @@ impl HullSim {
             .update_connector(id, Some(url), None, None);
     }
 
+    /// Rotates the connector's secret (as Hull does when a connector is reinstalled). Unknown
+    /// ids are ignored.
+    pub fn set_connector_secret(&self, id: &str, secret: &str) {
+        let mut store = self.inner.store.lock();
+        if let Some(c) = store.connectors.iter_mut().find(|c| c.id == id) {
+            c.secret = secret.to_string();
+        }
+    }
+
     /// Replaces the connector's `private_settings`. Unknown ids are ignored.
     pub fn set_private_settings(&self, id: &str, settings: Value) {
         self.inner
