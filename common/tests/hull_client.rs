@@ -349,7 +349,7 @@ async fn outside_local_mode_a_clear_text_key_url_is_never_fetched() {
     let v = NotificationVerifier::new(VerifierConfig {
         allowed_key_hosts: common::allowlist::HostAllowList::parse(
             "HULL_KEY_HOSTS",
-            &[host.clone()],
+            std::slice::from_ref(&host),
         )
         .expect("list"),
         require_https: true,

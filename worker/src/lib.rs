@@ -582,3 +582,45 @@ pub fn retry_delay(cfg: &WorkerConfig, attempt: u32, after: Option<Duration>) ->
     let jittered = capped * rand::thread_rng().gen_range(0.8..1.2);
     Duration::from_secs_f64(jittered).max(after.unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    #[tokio::test]
+    async fn a_panicking_job_is_caught_with_its_message() {
+        let r: Result<(), String> = catch_panic(async { panic!("boom in a job") }).await;
+        assert_eq!(r.unwrap_err(), "boom in a job");
+        let r = catch_panic(async { panic!("{} formatted", 7) })
+            .await
+            .map(|_: ()| ());
+        assert_eq!(r.unwrap_err(), "7 formatted");
+        assert_eq!(catch_panic(async { 5 }).await, Ok(5));
+    }
+
+    #[tokio::test]
+    async fn the_in_flight_count_survives_panics_and_aborts() {
+        let counter = Arc::new(AtomicI64::new(0));
+        // Aborted mid-job (the drain deadline).
+        let c = counter.clone();
+        let task = tokio::spawn(async move {
+            let _guard = InFlight::enter(&c);
+            futures::future::pending::<()>().await;
+        });
+        while counter.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        let _ = task.await;
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+        // Panicked mid-job.
+        let c = counter.clone();
+        let _ = catch_panic(async move {
+            let _guard = InFlight::enter(&c);
+            panic!("boom");
+        })
+        .await;
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+    }
+}
