@@ -3,12 +3,16 @@
 //! A job hands its entries to the [`FirehoseSink`] and waits for the outcome of the batch they
 //! were sent in: the job commits its sync state only after Hull accepted its entries, exactly as
 //! with one call per job, but concurrent jobs share firehose calls. A batch is sent when it
-//! holds `max_batch` entries or `linger` after its first entry arrived.
+//! holds `max_batch` entries or `linger` after its first entry arrived. When Hull refuses a
+//! shared batch for good (a 4xx), each job's entries are sent again on their own, so one bad
+//! entry fails only its own job; a transient failure (5xx, timeout) is every job's, and they
+//! retry.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use common::error::{Classify, ErrorClass};
 use common::hull::{FirehoseEntry, HullClient, HullCredentials, HullError};
 
 struct Submit {
@@ -75,17 +79,97 @@ async fn run(hull: HullClient, mut rx: mpsc::Receiver<Submit>, max_batch: usize,
                 pending.into_iter().partition(|s| s.creds.id == id);
             pending = rest;
             let creds = group[0].creds.clone();
-            let mut entries = Vec::new();
-            let mut waiters = Vec::with_capacity(group.len());
-            for s in group {
-                entries.extend(s.entries);
-                waiters.push(s.done);
-            }
+            let entries: Vec<FirehoseEntry> = group
+                .iter()
+                .flat_map(|s| s.entries.iter().cloned())
+                .collect();
             metrics::histogram!("worker_firehose_batch_entries").record(entries.len() as f64);
-            let result = hull.send_firehose(&creds, entries).await;
-            for w in waiters {
-                let _ = w.send(result.clone());
+            let result = hull.send_firehose_entries(&creds, &entries).await;
+            drop(entries);
+            match result {
+                Err(e) if group.len() > 1 && !matches!(e.class(), ErrorClass::Retryable { .. }) => {
+                    // Find the job(s) at fault: each one's entries alone.
+                    metrics::counter!("worker_firehose_batches_split_total").increment(1);
+                    for s in group {
+                        let own = hull.send_firehose_entries(&creds, &s.entries).await;
+                        let _ = s.done.send(own);
+                    }
+                }
+                result => {
+                    for s in group {
+                        let _ = s.done.send(result.clone());
+                    }
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use serde_json::{json, Map, Value};
+
+    /// A firehose that refuses (400) any batch holding the domain `bad.example.com`.
+    async fn picky_firehose() -> String {
+        let app = axum::Router::new().route(
+            "/",
+            post(|body: axum::body::Bytes| async move {
+                let text = String::from_utf8_lossy(&body);
+                if text.contains("bad.example.com") {
+                    (axum::http::StatusCode::BAD_REQUEST, "invalid entry")
+                } else {
+                    (axum::http::StatusCode::OK, "ok")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}/")
+    }
+
+    fn entry(domain: &str) -> FirehoseEntry {
+        let claims: Map<String, Value> = json!({"domain": domain})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        // The claims travel inside the entry's token; the traits are plain in the body.
+        let mut traits = Map::new();
+        traits.insert("closeio/name".into(), Value::String(domain.into()));
+        FirehoseEntry::traits_account(claims, traits).expect("entry")
+    }
+
+    #[tokio::test]
+    async fn one_bad_entry_fails_only_its_own_job() {
+        let hull = HullClient::new(common::hull::HullClientConfig {
+            protocol: "http".into(),
+            firehose_url: Some(picky_firehose().await),
+            ..Default::default()
+        })
+        .expect("client");
+        // A long linger: the three jobs share one batch.
+        let sink = FirehoseSink::spawn(hull, 100, Duration::from_millis(300));
+        let creds = HullCredentials {
+            id: "c1".into(),
+            secret: "s1".into(),
+            organization: "org.hullapp.io".into(),
+        };
+        let (a, b, c) = tokio::join!(
+            sink.send(&creds, vec![entry("good1.example.com")]),
+            sink.send(&creds, vec![entry("bad.example.com")]),
+            sink.send(&creds, vec![entry("good2.example.com")]),
+        );
+        assert!(a.is_ok(), "{a:?}");
+        assert!(
+            matches!(b, Err(HullError::Status { status: 400, .. })),
+            "{b:?}"
+        );
+        assert!(c.is_ok(), "{c:?}");
     }
 }

@@ -193,6 +193,16 @@ impl HullClient {
         creds: &HullCredentials,
         entries: Vec<FirehoseEntry>,
     ) -> Result<(), HullError> {
+        self.send_firehose_entries(creds, &entries).await
+    }
+
+    /// [`Self::send_firehose`] of borrowed entries (the caller keeps them, e.g. to resend a
+    /// part of a refused batch).
+    pub async fn send_firehose_entries(
+        &self,
+        creds: &HullCredentials,
+        entries: &[FirehoseEntry],
+    ) -> Result<(), HullError> {
         if entries.is_empty() {
             return Ok(());
         }
