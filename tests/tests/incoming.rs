@@ -741,3 +741,58 @@ async fn webhook_subscriptions_are_repaired() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_redelivered_fetch_start_does_not_double_the_page_chain() {
+    let env = env_with_leads(30, 0, None).await;
+    post_fetch(&env, "/fetch").await;
+    let sched = env
+        .scheduler_with(&[("FETCH_PAGE_SIZE", "5"), ("FETCH_WINDOWS", "2")])
+        .expect("scheduler");
+    sched.tick().await;
+    // The broker delivers the run's FetchStart twice (an ack lost, a worker killed).
+    let run = progress(&env).await.last_run.expect("run");
+    let again = common::jobs::Envelope::new(
+        CONNECTOR_ID,
+        common::jobs::Job::FetchStart { run_id: run.id },
+    );
+    let handled_first = env.drain().await.expect("drain");
+    env.worker
+        .ctx()
+        .queue
+        .publish(&again)
+        .await
+        .expect("publish");
+    let handled_again = env.drain().await.expect("drain");
+    let done = progress(&env).await.last_run.expect("run");
+    assert_eq!(done.state, "completed");
+    // One FetchStart and one job per committed page; the redelivery published no page twice.
+    assert_eq!(handled_first, 1 + done.pages_done as usize, "{done:?}");
+    assert_eq!(
+        handled_again, 1,
+        "the second FetchStart found nothing to publish"
+    );
+    // And while the run is still going, a redelivered FetchStart adds nothing either.
+    store(&env)
+        .request_fetch(CONNECTOR_ID, true)
+        .await
+        .expect("request");
+    sched.tick().await;
+    let run = progress(&env).await.last_run.expect("run");
+    assert_ne!(run.id, done.id);
+    let again = common::jobs::Envelope::new(
+        CONNECTOR_ID,
+        common::jobs::Job::FetchStart { run_id: run.id },
+    );
+    env.worker
+        .ctx()
+        .queue
+        .publish(&again)
+        .await
+        .expect("publish");
+    let handled = env.drain().await.expect("drain");
+    let second = progress(&env).await.last_run.expect("run");
+    assert_eq!(second.state, "completed");
+    assert_eq!(handled, 2 + second.pages_done as usize, "{second:?}");
+    env.cleanup().await;
+}

@@ -67,6 +67,10 @@ pub enum IncomingOutcome {
     Stale(String),
 }
 
+/// How long a page job may take to appear after its publication was claimed before another
+/// job publishes it again.
+pub const SUCCESSOR_GRACE: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// `FetchStart`: plan a run and publish its first pages.
 pub async fn fetch_start(
     ctx: &Ctx,
@@ -161,13 +165,12 @@ async fn plan(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<IncomingOut
             }
         }
     }
+    // Only the windows whose page job nobody published recently: a redelivered FetchStart
+    // publishes nothing twice.
     let open: Vec<FetchWindow> = ctx
         .store
-        .fetch_windows(run_id)
-        .await?
-        .into_iter()
-        .filter(|w| !w.done)
-        .collect();
+        .claim_open_pages(run_id, SUCCESSOR_GRACE.as_secs_f64())
+        .await?;
     let jobs: Vec<Envelope> = open
         .iter()
         .map(|w| {
@@ -181,7 +184,11 @@ async fn plan(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<IncomingOut
             )
         })
         .collect();
-    ctx.queue.publish_all(&jobs).await?;
+    if let Err(e) = ctx.queue.publish_all(&jobs).await {
+        let idxs: Vec<i32> = open.iter().map(|w| w.idx).collect();
+        ctx.store.release_open_pages(run_id, &idxs).await?;
+        return Err(e.into());
+    }
     Ok(IncomingOutcome::Planned {
         windows: windows_planned.max(open.len()),
         events,
@@ -513,8 +520,25 @@ async fn page(
     }
     if seq != window.next_seq {
         if seq + 1 == window.next_seq {
-            // This page was committed but its successor may not have been published.
-            publish_page(ctx, connector_id, run_id, idx, window.next_seq).await?;
+            // This page was committed; its committer publishes the successor. If that did not
+            // happen within the grace period (it died in between), this job does — once.
+            match ctx
+                .store
+                .claim_successor(run_id, idx, window.next_seq, SUCCESSOR_GRACE.as_secs_f64())
+                .await?
+            {
+                Some(true) => publish_page(ctx, connector_id, run_id, idx, window.next_seq).await?,
+                Some(false) => {
+                    return Err(JobError::Later {
+                        reason: format!(
+                        "page {} of window {idx} was published moments ago; checking again later",
+                        window.next_seq
+                    ),
+                        after: SUCCESSOR_GRACE + std::time::Duration::from_secs(1),
+                    })
+                }
+                None => {}
+            }
         }
         return Ok(IncomingOutcome::Stale(format!(
             "page {seq} of window {idx} is not the next one ({})",

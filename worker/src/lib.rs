@@ -62,6 +62,14 @@ pub enum JobError {
     /// The connector is parked (for the reason it carries): the job waits for a fix.
     #[error("connector is parked: {0}")]
     Parked(String),
+    /// Nothing is wrong, but the job must look again later.
+    #[error("{reason}")]
+    Later {
+        /// Why.
+        reason: String,
+        /// When to look again.
+        after: Duration,
+    },
 }
 
 impl JobError {
@@ -85,6 +93,9 @@ impl Classify for JobError {
             JobError::Queue(e) => e.class(),
             JobError::Permanent(_) => ErrorClass::Permanent,
             JobError::Configuration(_) | JobError::Parked(_) => ErrorClass::Configuration,
+            JobError::Later { after, .. } => ErrorClass::Retryable {
+                after: Some(*after),
+            },
         }
     }
 }

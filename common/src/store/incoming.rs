@@ -436,6 +436,67 @@ impl Store {
     }
 
     /// The windows of a run, in order.
+    /// Claims the publication of the `next_seq` page of every open window of a run whose page
+    /// job was not published within `grace_secs` (never, or by a job that died): returns the
+    /// windows the caller must publish. A redelivered `FetchStart` claims nothing, so it
+    /// cannot double a chain.
+    pub async fn claim_open_pages(
+        &self,
+        run_id: Uuid,
+        grace_secs: f64,
+    ) -> Result<Vec<FetchWindow>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "UPDATE fetch_windows SET next_published_at = now()
+                     WHERE run_id = $1 AND NOT done
+                       AND (next_published_at IS NULL OR next_published_at < now() - make_interval(secs => $2))
+                     RETURNING {WINDOW_COLUMNS}"
+                ),
+                &[&run_id, &grace_secs],
+            )
+            .await?;
+        let mut windows: Vec<FetchWindow> = rows.iter().map(window_from_row).collect();
+        windows.sort_by_key(|w| w.idx);
+        Ok(windows)
+    }
+
+    /// Gives back claims of [`Self::claim_open_pages`] whose jobs could not be published.
+    pub async fn release_open_pages(&self, run_id: Uuid, idxs: &[i32]) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE fetch_windows SET next_published_at = NULL WHERE run_id = $1 AND idx = ANY($2)",
+            &[&run_id, &idxs],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Claims the publication of page `next_seq` of one window, as [`Self::claim_open_pages`];
+    /// `Some(true)`: publish it; `Some(false)`: published recently, retry later; `None`: the
+    /// window moved on.
+    pub async fn claim_successor(
+        &self,
+        run_id: Uuid,
+        idx: i32,
+        next_seq: i32,
+        grace_secs: f64,
+    ) -> Result<Option<bool>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "UPDATE fetch_windows SET next_published_at = CASE
+                     WHEN next_published_at IS NULL OR next_published_at < now() - make_interval(secs => $4) THEN now()
+                     ELSE next_published_at END
+                 WHERE run_id = $1 AND idx = $2 AND next_seq = $3 AND NOT done
+                 RETURNING next_published_at = now()",
+                &[&run_id, &idx, &next_seq, &grace_secs],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     pub async fn fetch_windows(&self, run_id: Uuid) -> Result<Vec<FetchWindow>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
@@ -534,7 +595,8 @@ impl Store {
         let n = tx
             .execute(
                 "UPDATE fetch_windows SET next_seq = next_seq + 1, progress = COALESCE($4, progress), skip_ids = $5,
-                   done = $6, pages_done = pages_done + 1, leads = leads + $7, updated_at = now()
+                   done = $6, pages_done = pages_done + 1, leads = leads + $7, updated_at = now(),
+                   next_published_at = now()
                  WHERE run_id = $1 AND idx = $2 AND next_seq = $3 AND NOT done",
                 &[&page.run_id, &page.idx, &page.seq, &page.progress, &skip, &page.done, &page.leads],
             )
