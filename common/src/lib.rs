@@ -1,19 +1,23 @@
-//! Shared code of closeio-sync: configuration, job types, the queue facade, the Postgres store,
-//! the Close and Hull clients, the mapping (pure functions) and telemetry.
+//! The glue the binaries share: the clients built from the configuration ([`clients`]), the
+//! per-connector Close metadata cache ([`metadata`]), the status check ([`status`]) and
+//! telemetry ([`telemetry`]).
+//!
+//! The crates it stands on are re-exported under their own names so that one import path
+//! serves the binaries: [`domain`] (mapping, jobs, changes, errors, configuration, secrets,
+//! allow-lists), [`closeio`] (the Close client), [`hull`] (the Hull client and notification
+//! verification), [`store`] (Postgres), [`queue`] (RabbitMQ) and [`ops`] (the operator
+//! surface).
 
-pub mod admin;
-pub mod allowlist;
+pub use closeio;
+pub use domain;
+pub use domain::{allowlist, changes, config, crypto, error, jobs, mapping};
+pub use hull;
+pub use ops;
+pub use ops as admin;
+pub use queue;
+pub use store;
+
 pub mod clients;
-pub mod closeio;
-pub mod config;
-pub mod crypto;
-pub mod error;
-pub mod hull;
-pub mod incoming;
-pub mod jobs;
-pub mod mapping;
 pub mod metadata;
-pub mod queue;
 pub mod status;
-pub mod store;
 pub mod telemetry;

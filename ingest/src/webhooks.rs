@@ -20,10 +20,10 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
 
+use common::changes::{changes_from_event, event_key};
 use common::closeio::webhook::{
     check_timestamp, verify_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use common::incoming::{changes_from_event, event_key};
 use common::jobs::Envelope;
 use common::store::EventAcceptance;
 

@@ -21,11 +21,11 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 
+use common::changes::{webhook_path, webhook_url, WEBHOOK_EVENTS};
 use common::closeio::{ApiKey, CloseError};
 use common::config::{self, ConfigError, Source};
 use common::crypto::fingerprint;
 use common::error::{Classify, ErrorClass};
-use common::incoming::{webhook_path, webhook_url, WEBHOOK_EVENTS};
 use common::jobs::{Envelope, Job};
 use common::mapping::Settings;
 use common::store::{FetchCandidate, FetchKind, NewFetchRun, StoreError};

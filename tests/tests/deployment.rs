@@ -202,3 +202,31 @@ fn readme_first_screen_gives_the_two_commands() {
         ".ci/run must run the README's test command"
     );
 }
+
+#[test]
+fn the_architecture_doc_names_every_crate_of_the_workspace() {
+    let doc = read("docs/architecture.md");
+    let manifest = read("Cargo.toml");
+    let members: Vec<&str> = manifest
+        .split("members = [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_default()
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!(members.len() >= 10, "{members:?}");
+    for member in members {
+        let name = member.rsplit('/').next().unwrap_or(member);
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/architecture.md does not describe the crate {member}"
+        );
+        assert!(std::path::Path::new(&format!(
+            "{}/../{member}/Cargo.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .exists());
+    }
+}

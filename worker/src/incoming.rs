@@ -20,10 +20,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use common::changes::{changes_from_event, CloseChange, EVENT_LOG_ACTIONS};
 use common::closeio::{parse_close_datetime, CloseError, EventQuery};
 use common::error::{Classify, ErrorClass};
 use common::hull::FirehoseEntry;
-use common::incoming::{changes_from_event, CloseChange, EVENT_LOG_ACTIONS};
 use common::jobs::{EntityKind, Envelope, Job};
 use common::mapping::{self, CloseMetadata, Settings, ANONYMOUS_ID_PREFIX};
 use common::store::{FetchRun, FetchWindow, PageCommit, PageCommitResult, PlanResult};

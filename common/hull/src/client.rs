@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::HullError;
 use super::firehose::FirehoseEntry;
-use crate::allowlist::HostAllowList;
+use domain::allowlist::HostAllowList;
 
 /// The credentials of one connector instance on a Hull organization.
 #[derive(Clone, PartialEq, Eq, Deserialize)]

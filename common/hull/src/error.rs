@@ -1,6 +1,6 @@
 //! Typed failures of the Hull client.
 
-use crate::error::{Classify, ErrorClass};
+use domain::error::{Classify, ErrorClass};
 
 /// Everything a Hull REST or firehose call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -15,7 +15,7 @@ use chrono::Utc;
 use deadpool_postgres::GenericClient;
 
 use super::{Store, StoreError};
-use crate::jobs::Envelope;
+use domain::jobs::Envelope;
 
 /// SQL condition (on `connectors c`) of the connectors that are not parked.
 pub const PARKED_FILTER: &str = "c.parked_reason IS NULL";

@@ -6,8 +6,8 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
 use super::{Store, StoreError, UpsertOutcome};
-use crate::crypto::CryptoError;
-use crate::jobs::Envelope;
+use domain::crypto::CryptoError;
+use domain::jobs::Envelope;
 
 /// The plaintext sealed in `key_check`.
 const KEY_CHECK_PLAINTEXT: &str = "closeio-sync key check v1";

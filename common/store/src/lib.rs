@@ -1,7 +1,7 @@
 //! The Postgres store: connectors (settings, encrypted secrets, cached Close metadata), sync
 //! state per entity, retries and dead letters.
 //!
-//! Migrations live in `common/migrations/` and run from one place, `closeio-ctl migrate`
+//! Migrations live in `common/store/migrations/` and run from one place, `closeio-ctl migrate`
 //! (or [`migrate`] in tests), never from every replica at boot.
 
 use std::str::FromStr;
@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-use crate::crypto::{fingerprint, CryptoError, SecretBox};
-use crate::error::{Classify, ErrorClass};
-use crate::jobs::{EntityKind, Envelope};
+use domain::crypto::{fingerprint, CryptoError, SecretBox};
+use domain::error::{Classify, ErrorClass};
+use domain::jobs::{EntityKind, Envelope};
 
 mod incoming;
 pub use incoming::*;

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::allowlist::HostAllowList;
+use domain::allowlist::HostAllowList;
 
 /// Presence-flag header.
 pub const FLAG_HEADER: &str = "x-hull-smart-notifier";

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::{Classify, ErrorClass};
+use domain::error::{Classify, ErrorClass};
 
 /// Everything a Close API call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -28,10 +28,10 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{self, ConfigError, Source};
-use crate::jobs::{Envelope, QueueKind};
-use crate::queue::{Queue, QueueError};
-use crate::store::{ConnectorSummary, DeadLetter, IncomingProgress, RetryRow, Store, StoreError};
+use domain::config::{self, ConfigError, Source};
+use domain::jobs::{Envelope, QueueKind};
+use queue::{Queue, QueueError};
+use store::{ConnectorSummary, DeadLetter, IncomingProgress, RetryRow, Store, StoreError};
 
 /// Most rows a listing returns.
 pub const MAX_LIMIT: i64 = 10_000;
@@ -310,7 +310,7 @@ impl Admin {
             view,
             private_settings: c.private_settings.clone(),
             api_key_configured: c.api_key.is_some(),
-            api_key_fingerprint: c.api_key.as_deref().map(crate::crypto::fingerprint),
+            api_key_fingerprint: c.api_key.as_deref().map(domain::crypto::fingerprint),
             metadata_fetched_at: c.metadata_fetched_at,
             queues: self.queue_depths().await,
             incoming,

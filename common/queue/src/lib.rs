@@ -24,8 +24,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
-use crate::error::{Classify, ErrorClass};
-use crate::jobs::{Envelope, QueueKind};
+use domain::error::{Classify, ErrorClass};
+use domain::jobs::{Envelope, QueueKind};
 
 /// How many deliveries a message may have before the broker dead-letters it.
 pub const DELIVERY_LIMIT: i64 = 10;
