@@ -65,3 +65,12 @@ impl Clients {
         })
     }
 }
+
+/// The credentials Hull gave a connector, to call Hull back for it.
+pub fn hull_credentials(c: &crate::store::Connector) -> crate::hull::HullCredentials {
+    crate::hull::HullCredentials {
+        id: c.id.clone(),
+        secret: c.secret.clone(),
+        organization: c.organization.clone(),
+    }
+}

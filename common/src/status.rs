@@ -137,3 +137,30 @@ fn finish(b: Builder) -> StatusReport {
         messages: b.messages,
     }
 }
+
+/// Runs the status check of `connector`, records it and pushes it to Hull (what `/status` and
+/// the scheduler's periodic check both do). A failed push is logged, not fatal.
+pub async fn check_and_publish(
+    store: &crate::store::Store,
+    close: &CloseClient,
+    hull: &crate::hull::HullClient,
+    connector: &Connector,
+    metadata: Option<&CloseMetadata>,
+) -> Result<StatusReport, crate::store::StoreError> {
+    let report = check(close, connector, metadata).await;
+    store
+        .set_status(&connector.id, &report.status, &report.messages)
+        .await?;
+    if let Err(e) = hull
+        .put_status(
+            &crate::clients::hull_credentials(connector),
+            &report.status,
+            &report.messages,
+        )
+        .await
+    {
+        tracing::warn!(connector = %connector.id, error = %e, "could not push the status to Hull");
+    }
+    tracing::info!(connector = %connector.id, status = %report.status, messages = ?report.messages, "connector.status");
+    Ok(report)
+}

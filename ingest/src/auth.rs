@@ -132,15 +132,6 @@ pub async fn authenticate(app: &App, q: &HashMap<String, String>) -> Result<Conn
     }
 }
 
-/// The credentials Hull gave a connector, to call Hull back.
-pub fn credentials(c: &Connector) -> HullCredentials {
-    HullCredentials {
-        id: c.id.clone(),
-        secret: c.secret.clone(),
-        organization: c.organization.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

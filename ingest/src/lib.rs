@@ -4,8 +4,8 @@
 //! notification path.
 //!
 //! One module per endpoint family: [`notify`] (`/smart-notifier`), [`batch`] (`/batch`,
-//! `/batch-accounts`), [`webhooks`] (Close webhooks and `/fetch`), [`routes`] (`/status`, the
-//! settings option sources, `/manifest.json`, `/admin`); [`auth`] authenticates query
+//! `/batch-accounts`), [`webhooks`] (Close webhooks), [`routes`] (`/status`, the settings option
+//! sources, `/fetch`, `/manifest.json`, `/admin`); [`auth`] authenticates query
 //! credentials, [`backpressure`] turns the broker's state into flow control, and [`server`]
 //! bounds connections and slow clients.
 
@@ -192,8 +192,8 @@ pub fn router(app: App) -> Router {
         .route("/smart-notifier", post(notify::smart_notifier))
         .route("/batch", post(batch::batch))
         .route("/batch-accounts", post(batch::batch_accounts))
-        .route("/fetch", post(webhooks::fetch))
-        .route("/fetch-recent-leads", post(webhooks::fetch))
+        .route("/fetch", post(routes::fetch))
+        .route("/fetch-recent-leads", post(routes::fetch))
         .route(
             "/webhooks/close/{connector_id}",
             post(webhooks::close_webhook),
@@ -209,6 +209,12 @@ pub fn router(app: App) -> Router {
         .route("/admin", get(routes::admin))
         .route("/", get(routes::index))
         .layer(axum::middleware::from_fn(routes::count_requests))
+        // One span per request: method and path only (the query carries credentials).
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
+            |req: &axum::http::Request<axum::body::Body>| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            },
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,

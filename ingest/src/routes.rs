@@ -1,5 +1,6 @@
 //! The connector endpoints other than notifications, extracts and webhooks: `/status`, the
-//! settings option sources, `/manifest.json` and `/admin`.
+//! settings option sources, the fetch triggers (`/fetch`, `/fetch-recent-leads`),
+//! `/manifest.json` and `/admin`.
 
 use std::collections::HashMap;
 
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use common::mapping::CloseMetadata;
 use common::store::Connector;
 
-use crate::auth::{authenticate, credentials};
+use crate::auth::authenticate;
 use crate::App;
 
 /// The manifest declared to Hull.
@@ -182,22 +183,22 @@ pub async fn status(State(app): State<App>, Query(q): Query<HashMap<String, Stri
     } else {
         None
     };
-    let report = common::status::check(&app.close, &connector, meta.as_ref()).await;
-    if let Err(e) = app
-        .store
-        .set_status(&connector.id, &report.status, &report.messages)
-        .await
+    let report = match common::status::check_and_publish(
+        &app.store,
+        &app.close,
+        &app.hull,
+        &connector,
+        meta.as_ref(),
+    )
+    .await
     {
-        tracing::warn!(error = %e, "could not record the status");
-    }
-    let creds = credentials(&connector);
-    if let Err(e) = app
-        .hull
-        .put_status(&creds, &report.status, &report.messages)
-        .await
-    {
-        tracing::warn!(connector = %connector.id, error = %e, "could not push the status to Hull");
-    }
+        Ok(r) => r,
+        Err(e) => {
+            // The answer still tells Hull the result; only recording it failed.
+            tracing::warn!(error = %e, "could not record the status");
+            common::status::check(&app.close, &connector, meta.as_ref()).await
+        }
+    };
     (
         StatusCode::OK,
         Json(json!({"status": report.status, "messages": report.messages})),
@@ -330,4 +331,24 @@ fn url_escape(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `POST /fetch` and `POST /fetch-recent-leads`: ask for an incremental fetch (a full import
+/// when none has completed yet); answers `{"ok":true}` at once.
+pub async fn fetch(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let connector = match authenticate(&app, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match app.store.request_fetch(&connector.id, false).await {
+        Ok(_) => fetch_answer(StatusCode::OK, json!({"ok": true})),
+        Err(e) => fetch_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("database unavailable: {e}")}),
+        ),
+    }
+}
+
+fn fetch_answer(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
 }

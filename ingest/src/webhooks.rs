@@ -1,4 +1,4 @@
-//! The Close webhook receiver and the fetch triggers.
+//! The Close webhook receiver.
 //!
 //! - `POST /webhooks/close/{connector_id}`: a Close webhook delivery. The `close-sig-hash`
 //!   header must be the HMAC-SHA256 (keyed with the hex-decoded `signature_key` of the
@@ -7,13 +7,8 @@
 //!   and nothing is enqueued. An accepted event is recorded (by id and version, so redeliveries
 //!   and replays are dropped) in the same transaction that publishes its jobs: a refresh of
 //!   the lead, or the deletion / merge marks.
-//! - `POST /fetch` (Hull's schedule) and `POST /fetch-recent-leads` (the admin button):
-//!   authenticated by the credentials in the query, they ask the scheduler for a fetch and
-//!   answer `{"ok":true}` at once.
 
-use std::collections::HashMap;
-
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,7 +22,6 @@ use common::closeio::webhook::{
 use common::jobs::Envelope;
 use common::store::EventAcceptance;
 
-use crate::auth::authenticate;
 use crate::App;
 
 fn answer(status: StatusCode, body: Value) -> Response {
@@ -170,22 +164,6 @@ pub async fn close_webhook(
                 json!({"error": format!("broker unavailable: {e}")}),
             )
         }
-        Err(e) => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": format!("database unavailable: {e}")}),
-        ),
-    }
-}
-
-/// `POST /fetch` and `POST /fetch-recent-leads`: ask for an incremental fetch (a full import
-/// when none has completed yet); answers `{"ok":true}` at once.
-pub async fn fetch(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let connector = match authenticate(&app, &q).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match app.store.request_fetch(&connector.id, false).await {
-        Ok(_) => answer(StatusCode::OK, json!({"ok": true})),
         Err(e) => answer(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": format!("database unavailable: {e}")}),

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use common::clients::Clients;
 use common::closeio::CloseClient;
 use common::config::{self, CommonConfig, ConfigError, Source};
-use common::hull::{HullClient, HullCredentials};
+use common::hull::HullClient;
 use common::queue::Queue;
 use common::store::Store;
 
@@ -265,28 +265,18 @@ impl Scheduler {
             .metadata
             .as_ref()
             .and_then(|m| serde_json::from_value(m.clone()).ok());
-        let report = common::status::check(&self.close, &c, meta.as_ref()).await;
-        if let Err(e) = self
-            .store
-            .set_status(id, &report.status, &report.messages)
-            .await
+        if let Err(e) = common::status::check_and_publish(
+            &self.store,
+            &self.close,
+            &self.hull,
+            &c,
+            meta.as_ref(),
+        )
+        .await
         {
             tracing::warn!(connector = id, error = %e, "could not record the status");
             return false;
         }
-        let creds = HullCredentials {
-            id: c.id.clone(),
-            secret: c.secret.clone(),
-            organization: c.organization.clone(),
-        };
-        if let Err(e) = self
-            .hull
-            .put_status(&creds, &report.status, &report.messages)
-            .await
-        {
-            tracing::warn!(connector = id, error = %e, "could not push the status to Hull");
-        }
-        tracing::info!(connector = id, status = %report.status, messages = ?report.messages, "connector.status");
         true
     }
 

@@ -79,13 +79,11 @@ async fn run(hull: HullClient, mut rx: mpsc::Receiver<Submit>, max_batch: usize,
                 pending.into_iter().partition(|s| s.creds.id == id);
             pending = rest;
             let creds = group[0].creds.clone();
-            let entries: Vec<FirehoseEntry> = group
-                .iter()
-                .flat_map(|s| s.entries.iter().cloned())
-                .collect();
-            metrics::histogram!("worker_firehose_batch_entries").record(entries.len() as f64);
-            let result = hull.send_firehose_entries(&creds, &entries).await;
-            drop(entries);
+            let count: usize = group.iter().map(|s| s.entries.len()).sum();
+            metrics::histogram!("worker_firehose_batch_entries").record(count as f64);
+            let result = hull
+                .send_firehose_entries(&creds, group.iter().flat_map(|s| s.entries.iter()))
+                .await;
             match result {
                 Err(e) if group.len() > 1 && !matches!(e.class(), ErrorClass::Retryable { .. }) => {
                     // Find the job(s) at fault: each one's entries alone.

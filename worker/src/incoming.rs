@@ -28,7 +28,7 @@ use common::jobs::{EntityKind, Envelope, Job};
 use common::mapping::{self, CloseMetadata, Settings, ANONYMOUS_ID_PREFIX};
 use common::store::{FetchRun, FetchWindow, PageCommit, PageCommitResult, PlanResult};
 
-use crate::outgoing::{tenant, Tenant};
+use crate::tenant::{tenant, Tenant};
 use crate::{Ctx, JobError};
 
 /// Page size of the event log (Close's cap).
@@ -78,7 +78,7 @@ pub async fn fetch_start(
     run_id: Uuid,
 ) -> Result<IncomingOutcome, JobError> {
     let result = plan(ctx, connector_id, run_id).await;
-    on_run_error(ctx, connector_id, run_id, result).await
+    on_run_error(ctx, run_id, result).await
 }
 
 /// `FetchPage`: read, write and commit one page of a window.
@@ -90,7 +90,7 @@ pub async fn fetch_page(
     seq: i32,
 ) -> Result<IncomingOutcome, JobError> {
     let result = page(ctx, connector_id, run_id, window, seq).await;
-    on_run_error(ctx, connector_id, run_id, result).await
+    on_run_error(ctx, run_id, result).await
 }
 
 /// Records a run's failure: a configuration error ends the run (the connector is parked and
@@ -98,7 +98,6 @@ pub async fn fetch_page(
 /// the run while the job is retried.
 async fn on_run_error(
     ctx: &Ctx,
-    connector_id: &str,
     run_id: Uuid,
     result: Result<IncomingOutcome, JobError>,
 ) -> Result<IncomingOutcome, JobError> {
@@ -106,43 +105,43 @@ async fn on_run_error(
     let message = e.to_string();
     let class = e.class();
     if matches!(class, ErrorClass::Retryable { .. }) {
-        tracing::warn!(connector = connector_id, run = %run_id, class = class.label(), error = %message, "incoming.job.error");
+        tracing::warn!(run = %run_id, class = class.label(), error = %message, "incoming.job.error");
     } else {
-        tracing::error!(connector = connector_id, run = %run_id, class = class.label(), error = %message, "incoming.job.error");
+        tracing::error!(run = %run_id, class = class.label(), error = %message, "incoming.job.error");
     }
     let recorded = match class {
         ErrorClass::Configuration => ctx.store.fail_fetch_run(run_id, &message).await,
         _ => ctx.store.note_fetch_error(run_id, &message).await,
     };
     if let Err(store) = recorded {
-        tracing::warn!(connector = connector_id, run = %run_id, error = %store, "could not record the run's error");
+        tracing::warn!(run = %run_id, error = %store, "could not record the run's error");
     }
     Err(e)
 }
 
-async fn active_run(
-    ctx: &Ctx,
-    run_id: Uuid,
-) -> Result<Result<FetchRun, IncomingOutcome>, JobError> {
-    match ctx.store.fetch_run(run_id).await? {
-        Some(run) if run.is_active() => Ok(Ok(run)),
-        Some(run) => Ok(Err(IncomingOutcome::Stale(format!(
-            "run {run_id} is {}",
-            run.state
-        )))),
-        None => Ok(Err(IncomingOutcome::Stale(format!(
-            "run {run_id} does not exist"
-        )))),
-    }
+/// A fetch run a job may work on, or why it may not.
+enum RunCheck {
+    /// Planning or running.
+    Active(FetchRun),
+    /// Finished, abandoned or gone: the job has nothing to do.
+    Stale(String),
+}
+
+async fn active_run(ctx: &Ctx, run_id: Uuid) -> Result<RunCheck, JobError> {
+    Ok(match ctx.store.fetch_run(run_id).await? {
+        Some(run) if run.is_active() => RunCheck::Active(run),
+        Some(run) => RunCheck::Stale(format!("run {run_id} is {}", run.state)),
+        None => RunCheck::Stale(format!("run {run_id} does not exist")),
+    })
 }
 
 async fn plan(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<IncomingOutcome, JobError> {
     let run = match active_run(ctx, run_id).await? {
-        Ok(run) => run,
-        Err(stale) => return Ok(stale),
+        RunCheck::Active(run) => run,
+        RunCheck::Stale(why) => return Ok(IncomingOutcome::Stale(why)),
     };
     let t = tenant(ctx, connector_id).await?;
-    tracing::info!(connector = connector_id, run = %run_id, kind = %run.kind,
+    tracing::info!(run = %run_id, kind = %run.kind,
         since = ?run.since.map(|s| s.to_rfc3339()), until = %run.until.to_rfc3339(), "incoming.job.start");
     let mut events = 0;
     let mut windows_planned = 0;
@@ -313,7 +312,7 @@ async fn apply_event_log(
             }
         }
     }
-    ctx.hull.send_firehose(&t.creds, entries).await?;
+    ctx.firehose.send(&t.creds, entries).await?;
     Ok(applied)
 }
 
@@ -352,12 +351,7 @@ struct LeadEntries {
     users: Vec<(String, Map<String, Value>)>,
 }
 
-fn lead_entries(
-    connector_id: &str,
-    s: &Settings,
-    meta: &CloseMetadata,
-    lead: &Value,
-) -> LeadEntries {
+fn lead_entries(s: &Settings, meta: &CloseMetadata, lead: &Value) -> LeadEntries {
     let mut out = LeadEntries {
         entries: Vec::new(),
         account: None,
@@ -376,7 +370,7 @@ fn lead_entries(
     match FirehoseEntry::traits_account(account_claims.clone(), traits.clone()) {
         Ok(entry) => out.entries.push(entry),
         Err(e) => {
-            tracing::error!(connector = connector_id, lead_id = %lead_id, error = %e, "incoming.account.error");
+            tracing::error!(lead_id = %lead_id, error = %e, "incoming.account.error");
             return out;
         }
     }
@@ -414,23 +408,23 @@ fn lead_entries(
                 out.users.push((contact_id, user_traits));
             }
             Err(e) => {
-                tracing::error!(connector = connector_id, lead_id = %lead_id, contact_id = %contact_id, error = %e, "incoming.user.error")
+                tracing::error!(lead_id = %lead_id, contact_id = %contact_id, error = %e, "incoming.user.error")
             }
         }
     }
     out
 }
 
-fn log_written(connector_id: &str, written: &[LeadEntries]) -> (usize, usize) {
+fn log_written(written: &[LeadEntries]) -> (usize, usize) {
     let (mut leads, mut contacts) = (0, 0);
     for w in written {
         if let Some((lead_id, traits)) = &w.account {
             leads += 1;
-            tracing::info!(connector = connector_id, lead_id = %lead_id, traits = %serde_json::Value::Object(traits.clone()), "incoming.account.success");
+            tracing::info!(lead_id = %lead_id, traits = %serde_json::Value::Object(traits.clone()), "incoming.account.success");
         }
         for (contact_id, traits) in &w.users {
             contacts += 1;
-            tracing::info!(connector = connector_id, contact_id = %contact_id, traits = %serde_json::Value::Object(traits.clone()), "incoming.user.success");
+            tracing::info!(contact_id = %contact_id, traits = %serde_json::Value::Object(traits.clone()), "incoming.user.success");
         }
     }
     metrics::counter!("incoming_leads_total").increment(leads as u64);
@@ -445,17 +439,16 @@ async fn write_leads(
     meta: &CloseMetadata,
     leads: &[Value],
 ) -> Result<(usize, usize), JobError> {
-    let cid = t.connector.id.as_str();
     let mapped: Vec<LeadEntries> = leads
         .iter()
-        .map(|l| lead_entries(cid, &t.settings, meta, l))
+        .map(|l| lead_entries(&t.settings, meta, l))
         .collect();
     let entries: Vec<FirehoseEntry> = mapped
         .iter()
         .flat_map(|m| m.entries.iter().cloned())
         .collect();
-    ctx.hull.send_firehose(&t.creds, entries).await?;
-    Ok(log_written(cid, &mapped))
+    ctx.firehose.send(&t.creds, entries).await?;
+    Ok(log_written(&mapped))
 }
 
 /// Leads of one page job: what was read, whether the window is exhausted.
@@ -505,8 +498,8 @@ async fn page(
     seq: i32,
 ) -> Result<IncomingOutcome, JobError> {
     let run = match active_run(ctx, run_id).await? {
-        Ok(run) => run,
-        Err(stale) => return Ok(stale),
+        RunCheck::Active(run) => run,
+        RunCheck::Stale(why) => return Ok(IncomingOutcome::Stale(why)),
     };
     let Some(window) = ctx.store.fetch_window(run_id, idx).await? else {
         return Ok(IncomingOutcome::Stale(format!(
@@ -593,7 +586,7 @@ async fn page(
             run_completed,
             cursor,
         } => {
-            tracing::info!(connector = connector_id, run = %run_id, window = idx, page = seq, leads, contacts,
+            tracing::info!(run = %run_id, window = idx, page = seq, leads, contacts,
                 cursor = ?cursor.map(|c| c.to_rfc3339()), "incoming.job.progress");
             if let Some(c) = cursor {
                 metrics::gauge!("incoming_lag_seconds", "connector" => connector_id.to_string())
@@ -601,7 +594,7 @@ async fn page(
             }
             if run_completed {
                 let totals = ctx.store.fetch_run(run_id).await?;
-                tracing::info!(connector = connector_id, run = %run_id, kind = %run.kind,
+                tracing::info!(run = %run_id, kind = %run.kind,
                     leads = totals.as_ref().map(|r| r.leads_imported), contacts = totals.as_ref().map(|r| r.contacts_imported),
                     pages = totals.as_ref().map(|r| r.pages_done), "incoming.job.success");
                 metrics::counter!("incoming_runs_total", "kind" => run.kind.clone()).increment(1);
@@ -670,10 +663,10 @@ pub async fn close_deleted(
 ) -> Result<IncomingOutcome, JobError> {
     let t = tenant(ctx, connector_id).await?;
     let entry = deletion_entry(kind, close_id, at, merged_into)?;
-    ctx.hull.send_firehose(&t.creds, vec![entry]).await?;
+    ctx.firehose.send(&t.creds, vec![entry]).await?;
     match kind {
         EntityKind::Account => {
-            tracing::info!(connector = connector_id, lead_id = close_id, deleted_at = at,
+            tracing::info!(lead_id = close_id, deleted_at = at,
             merged_into = ?merged_into, "incoming.account.success")
         }
         EntityKind::User => tracing::info!(
@@ -705,7 +698,7 @@ mod tests {
             "opportunities": [],
             "contacts": [{"id": "cont_1", "emails": [{"type": "office", "email": "a@acme.com"}]}, {"id": "cont_2"}]
         });
-        let out = lead_entries("c1", &s, &CloseMetadata::default(), &lead);
+        let out = lead_entries(&s, &CloseMetadata::default(), &lead);
         assert_eq!(out.entries.len(), 5);
         assert_eq!(out.users.len(), 2);
         let account = &out.entries[0];

@@ -6,6 +6,7 @@ pub mod config;
 pub mod firehose;
 pub mod incoming;
 pub mod outgoing;
+pub mod tenant;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,6 +99,17 @@ impl Classify for JobError {
             },
         }
     }
+}
+
+/// Why the consume loop must reconnect (not a job's failure).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The broker connection or a channel failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The broker cancelled a consumer (a queue deleted, a node going down).
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
 }
 
 /// Shared state of the worker's tasks.
@@ -247,7 +259,7 @@ impl Worker {
                 _ => dur,
             })
             .notify(|e: &JobError, dur| {
-                tracing::warn!(job = job_name, connector = %env.connector_id, error = %e, retry_in = ?dur, "transient failure, retrying");
+                tracing::warn!(job = job_name, error = %e, retry_in = ?dur, "transient failure, retrying");
             })
             .await;
         drop(in_flight);
@@ -327,7 +339,7 @@ impl Worker {
             Job::CloseDeleted { .. } => ("incoming.user.error", env.job.entity_key()),
         };
         let class = e.class();
-        tracing::warn!(connector = %env.connector_id, entity = ?entity, attempt = env.attempt, class = class.label(), error = %error, "{kind_event}");
+        tracing::warn!(entity = ?entity, attempt = env.attempt, class = class.label(), error = %error, "{kind_event}");
         if let Some((kind, hull_id)) = env.job.outgoing_entity() {
             let c = ctx.store.pool().get().await.map_err(StoreError::from)?;
             common::store::save_failure(&c, &env.connector_id, kind, &hull_id, &error, None)
@@ -382,7 +394,7 @@ impl Worker {
         if let Err(e) = self.ctx.queue.publish_dead(&env.to_bytes(), error).await {
             tracing::warn!(dead_letter = %id, error = %e, "dead letter recorded in Postgres but not copied to the dead-letter queue");
         }
-        tracing::error!(connector = %env.connector_id, dead_letter = %id, job = env.job.name(), error, "job dead-lettered");
+        tracing::error!(dead_letter = %id, job = env.job.name(), error, "job dead-lettered");
         Ok(())
     }
 
@@ -509,7 +521,7 @@ impl Worker {
     /// Consumes until `shutdown` is cancelled, rebuilding the connection when it drops. On
     /// shutdown it stops consuming, lets in-flight jobs finish (up to the drain deadline) and
     /// returns.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), JobError> {
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ConsumeError> {
         let mut backoff = Duration::from_millis(500);
         while !shutdown.is_cancelled() {
             match self.consume_once(&shutdown).await {
@@ -527,7 +539,7 @@ impl Worker {
         Ok(())
     }
 
-    async fn consume_once(&self, shutdown: &CancellationToken) -> Result<(), JobError> {
+    async fn consume_once(&self, shutdown: &CancellationToken) -> Result<(), ConsumeError> {
         let conn = self.ctx.queue.open_connection().await?;
         self.ctx.queue.declare_topology().await?;
         let prefetch = u16::try_from(self.ctx.cfg.concurrency).unwrap_or(u16::MAX);
@@ -555,8 +567,8 @@ impl Worker {
                         let me = self.clone();
                         tasks.spawn(async move { me.handle_delivery(delivery).await });
                     }
-                    Some(Err(e)) => break Err(JobError::Queue(e.into())),
-                    None => break Err(JobError::Permanent("consumer cancelled by the broker".into())),
+                    Some(Err(e)) => break Err(ConsumeError::Queue(e.into())),
+                    None => break Err(ConsumeError::Cancelled),
                 },
             }
         };

@@ -10,12 +10,13 @@
 
 use serde_json::{Map, Value};
 
-use common::closeio::{ApiKey, CloseError};
-use common::hull::{FirehoseEntry, HullCredentials};
+use common::closeio::CloseError;
+use common::hull::FirehoseEntry;
 use common::jobs::{EntityKind, OutgoingMessage};
-use common::mapping::{self, account_key, CloseMetadata, Settings, SkipReason};
-use common::store::{self, Connector, SyncState};
+use common::mapping::{self, account_key, CloseMetadata, SkipReason};
+use common::store::{self, SyncState};
 
+use crate::tenant::{tenant, Tenant};
 use crate::{Ctx, JobError};
 
 /// What happened to one entity.
@@ -38,46 +39,6 @@ pub enum Action {
     Updated,
     /// Found by lookup, then PUT.
     Adopted,
-}
-
-/// The connector, its parsed settings and API key, as a job needs them.
-pub struct Tenant {
-    pub connector: Connector,
-    pub settings: Settings,
-    pub key: ApiKey,
-    pub creds: HullCredentials,
-}
-
-/// Loads the connector of a job and checks it can be used.
-pub async fn tenant(ctx: &Ctx, connector_id: &str) -> Result<Tenant, JobError> {
-    let connector = ctx
-        .store
-        .connector(connector_id)
-        .await?
-        .ok_or_else(|| JobError::Permanent(format!("unknown connector {connector_id}")))?;
-    crate::note_settings_version(connector.settings_version);
-    if let Some(reason) = &connector.parked_reason {
-        return Err(JobError::Parked(reason.clone()));
-    }
-    let settings = Settings::from_private_settings(&connector.settings_with_key())
-        .map_err(|e| JobError::Configuration(format!("invalid settings: {e}")))?;
-    if !settings.has_valid_api_key() {
-        return Err(JobError::Configuration(
-            "No API key specified in the Settings.".into(),
-        ));
-    }
-    let key = ApiKey::new(settings.api_key.clone().unwrap_or_default());
-    let creds = HullCredentials {
-        id: connector.id.clone(),
-        secret: connector.secret.clone(),
-        organization: connector.organization.clone(),
-    };
-    Ok(Tenant {
-        connector,
-        settings,
-        key,
-        creds,
-    })
 }
 
 fn object<'a>(v: &'a Value, field: &str) -> Option<&'a Map<String, Value>> {
@@ -190,7 +151,7 @@ async fn sync_lead(
     if let (Some(id), Some(h)) = (&state.close_id, &state.body_hash) {
         if *h == hash {
             tx.commit().await.map_err(common::store::StoreError::from)?;
-            tracing::info!(connector = cid, account_id = hull_id, lead_id = %id,
+            tracing::info!(account_id = hull_id, lead_id = %id,
                 reason = "the lead in Close already has these values", "outgoing.account.skip");
             return Ok((
                 Outcome::Unchanged {
@@ -211,7 +172,7 @@ async fn sync_lead(
             Ok(lead) => written = Some((lead, Action::Updated)),
             // Deleted in Close (or a stale id): find or create it again.
             Err(CloseError::NotFound { .. }) => {
-                tracing::warn!(connector = cid, account_id = hull_id, lead_id = %id, "known lead no longer exists in Close; looking it up again");
+                tracing::warn!(account_id = hull_id, lead_id = %id, "known lead no longer exists in Close; looking it up again");
             }
             Err(e) => return Err(e.into()),
         }
@@ -248,7 +209,7 @@ async fn sync_lead(
     };
     store::save_success(&tx, cid, EntityKind::Account, hull_id, &new_state).await?;
     tx.commit().await.map_err(common::store::StoreError::from)?;
-    tracing::info!(connector = cid, account_id = hull_id, lead_id = %lead_id, action = ?action,
+    tracing::info!(account_id = hull_id, lead_id = %lead_id, action = ?action,
         body = %serde_json::Value::Object(update_body), "outgoing.account.success");
     metrics::counter!("outgoing_writes_total", "kind" => "lead", "action" => format!("{action:?}").to_lowercase()).increment(1);
     Ok((
@@ -355,7 +316,7 @@ pub async fn user(
         // lookup or created), then the contact under the lead that exists.
         Err(JobError::Close(e)) if lead_is_gone(&e) => {
             let account_id = account_key(account).unwrap_or_default();
-            tracing::warn!(connector = connector_id, account_id = %account_id, lead_id = %lead_id,
+            tracing::warn!(account_id = %account_id, lead_id = %lead_id,
                 "the account's lead no longer exists in Close; syncing the account again");
             let client = ctx
                 .store
@@ -414,7 +375,7 @@ async fn lead_of(
             "the user's account has no id, external_id, domain or closeio/id".into(),
         ));
     };
-    tracing::info!(connector = %t.connector.id, account_id = %account_id, "the user's account has no lead yet: creating it first");
+    tracing::info!(account_id = %account_id, "the user's account has no lead yet: creating it first");
     let (_, lead_id) = sync_lead(ctx, t, meta, account).await?;
     Ok(lead_id)
 }
@@ -447,7 +408,7 @@ async fn sync_contact(
     if let (Some(id), Some(h)) = (&state.close_id, &state.body_hash) {
         if *h == hash && state.lead_id.as_deref() == Some(lead_id) {
             tx.commit().await.map_err(common::store::StoreError::from)?;
-            tracing::info!(connector = cid, user_id = hull_id, contact_id = %id,
+            tracing::info!(user_id = hull_id, contact_id = %id,
                 reason = "the contact in Close already has these values", "outgoing.user.skip");
             return Ok(Outcome::Unchanged {
                 close_id: id.clone(),
@@ -463,7 +424,7 @@ async fn sync_contact(
         match ctx.close.update_contact(&t.key, id, &body).await {
             Ok(c) => written = Some((c, Action::Updated)),
             Err(CloseError::NotFound { .. }) => {
-                tracing::warn!(connector = cid, user_id = hull_id, contact_id = %id, "known contact no longer exists in Close; looking it up again");
+                tracing::warn!(user_id = hull_id, contact_id = %id, "known contact no longer exists in Close; looking it up again");
             }
             Err(e) => return Err(e.into()),
         }
@@ -496,7 +457,7 @@ async fn sync_contact(
     };
     store::save_success(&tx, cid, EntityKind::User, hull_id, &new_state).await?;
     tx.commit().await.map_err(common::store::StoreError::from)?;
-    tracing::info!(connector = cid, user_id = hull_id, contact_id = %contact_id, action = ?action,
+    tracing::info!(user_id = hull_id, contact_id = %contact_id, action = ?action,
         body = %serde_json::Value::Object(body), "outgoing.user.success");
     metrics::counter!("outgoing_writes_total", "kind" => "contact", "action" => format!("{action:?}").to_lowercase()).increment(1);
     Ok(Outcome::Written {

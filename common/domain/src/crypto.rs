@@ -84,6 +84,12 @@ impl SecretBox {
     }
 }
 
+/// Compares two secrets in constant time (their lengths are not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
 /// A short, non-reversible fingerprint of a secret, safe to log and compare.
 pub fn fingerprint(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());

@@ -198,19 +198,19 @@ impl HullClient {
 
     /// [`Self::send_firehose`] of borrowed entries (the caller keeps them, e.g. to resend a
     /// part of a refused batch).
-    pub async fn send_firehose_entries(
+    pub async fn send_firehose_entries<'a>(
         &self,
         creds: &HullCredentials,
-        entries: &[FirehoseEntry],
+        entries: impl IntoIterator<Item = &'a FirehoseEntry>,
     ) -> Result<(), HullError> {
-        if entries.is_empty() {
+        let signed: Vec<Value> = entries
+            .into_iter()
+            .map(|e| e.to_batch_item(creds))
+            .collect::<Result<_, _>>()?;
+        if signed.is_empty() {
             return Ok(());
         }
         let url = self.firehose_url(creds)?;
-        let signed: Vec<Value> = entries
-            .iter()
-            .map(|e| e.to_batch_item(creds))
-            .collect::<Result<_, _>>()?;
         for chunk in signed.chunks(self.inner.config.flush_at) {
             let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let body = json!({ "batch": chunk, "timestamp": now, "sentAt": now });

@@ -623,7 +623,7 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
-    if !token_matches(given.as_bytes(), s.token.as_bytes()) {
+    if !domain::crypto::constant_time_eq(given.as_bytes(), s.token.as_bytes()) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -632,12 +632,6 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
             .into_response();
     }
     next.run(req).await
-}
-
-/// Constant-time comparison (the length of the expected token is not secret).
-fn token_matches(given: &[u8], expected: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    given.len() == expected.len() && bool::from(given.ct_eq(expected))
 }
 
 async fn list_connectors(State(s): State<ApiState>) -> Result<Json<Value>, AdminError> {
@@ -729,10 +723,10 @@ mod tests {
 
     #[test]
     fn token_comparison() {
-        assert!(token_matches(b"abc", b"abc"));
-        assert!(!token_matches(b"abd", b"abc"));
-        assert!(!token_matches(b"ab", b"abc"));
-        assert!(!token_matches(b"", b"abc"));
+        assert!(domain::crypto::constant_time_eq(b"abc", b"abc"));
+        assert!(!domain::crypto::constant_time_eq(b"abd", b"abc"));
+        assert!(!domain::crypto::constant_time_eq(b"ab", b"abc"));
+        assert!(!domain::crypto::constant_time_eq(b"", b"abc"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-use domain::crypto::{fingerprint, CryptoError, SecretBox};
+use domain::crypto::{constant_time_eq, fingerprint, CryptoError, SecretBox};
 use domain::error::{Classify, ErrorClass};
 use domain::jobs::{EntityKind, Envelope};
 
@@ -595,11 +595,6 @@ fn dead_letter_from_row(r: &tokio_postgres::Row) -> DeadLetter {
         created_at: r.get(8),
         replayed_at: r.get(9),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// Takes the transaction-scoped lock of an entity: two workers on the same entity run one
