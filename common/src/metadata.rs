@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::closeio::{ApiKey, CloseClient, CloseError, CustomFieldObject};
-use crate::mapping::{CloseMetadata, CustomField, LeadStatus};
+use crate::mapping::CloseMetadata;
 use crate::store::{Connector, Store, StoreError};
 
 /// Metadata older than this is refreshed on the next use.
@@ -42,21 +42,10 @@ pub async fn fetch(close: &CloseClient, key: &ApiKey) -> Result<CloseMetadata, C
     let statuses = close.lead_statuses(key).await?;
     let lead_fields = close.custom_fields(key, CustomFieldObject::Lead).await?;
     let contact_fields = close.custom_fields(key, CustomFieldObject::Contact).await?;
-    let cf = |f: crate::closeio::CustomField| CustomField {
-        id: f.id,
-        name: f.name,
-        field_type: f.field_type,
-    };
     Ok(CloseMetadata {
-        lead_statuses: statuses
-            .into_iter()
-            .map(|s| LeadStatus {
-                id: s.id,
-                label: s.label,
-            })
-            .collect(),
-        lead_custom_fields: lead_fields.into_iter().map(cf).collect(),
-        contact_custom_fields: contact_fields.into_iter().map(cf).collect(),
+        lead_statuses: statuses,
+        lead_custom_fields: lead_fields,
+        contact_custom_fields: contact_fields,
     })
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use common::closeio::{ApiKey, CloseClient, CloseClientConfig, CustomFieldObject};
 use common::jobs::QueueKind;
 use common::mapping::{self, CloseMetadata, Settings};
-use common::store::{IncomingProgress, Store};
+use common::store::{FetchKind, FetchRunState, IncomingProgress, Store};
 use harness::sandbox::close::{CloseConfig, Seed};
 use harness::sandbox::hull::FirehoseFault;
 use harness::{default_settings, EnvOptions, TestEnv, API_KEY, CONNECTOR_ID};
@@ -246,8 +246,8 @@ async fn full_import_writes_exactly_the_expected_traits_and_links() {
     let p = settle(&env, &sched, &workers(&env, 3)).await;
 
     let run = p.last_run.expect("a run");
-    assert_eq!(run.kind, "full");
-    assert_eq!(run.state, "completed");
+    assert_eq!(run.kind, FetchKind::Full);
+    assert_eq!(run.state, FetchRunState::Completed);
     assert_eq!(run.leads_imported, 2000);
     assert_eq!(run.contacts_imported, 6000);
     assert!(
@@ -330,7 +330,7 @@ async fn incremental_fetch_picks_up_updates_deletions_and_merges_from_the_event_
     post_fetch(&env, "/fetch-recent-leads").await;
     let p = settle(&env, &sched, &workers(&env, 2)).await;
     let run = p.last_run.expect("incremental run");
-    assert_eq!(run.kind, "incremental");
+    assert_eq!(run.kind, FetchKind::Incremental);
     assert_eq!(
         run.since,
         Some(cursor - chrono::Duration::seconds(300)),
@@ -582,7 +582,7 @@ async fn firehose_outage_does_not_advance_the_cursor_and_loses_nothing() {
     env.hull.set_firehose_fault(FirehoseFault::default());
     let p = settle(&env, &sched, &workers(&env, 1)).await;
     let run = p.last_run.expect("run");
-    assert_eq!(run.state, "completed");
+    assert_eq!(run.state, FetchRunState::Completed);
     assert_eq!(run.leads_imported, 60);
     assert_eq!(p.cursor, Some(run.until));
     assert_eq!(env.hull.accounts().len(), 60);
@@ -606,7 +606,7 @@ async fn a_429_storm_slows_the_import_and_loses_nothing() {
         .expect("scheduler");
     let p = settle(&env, &sched, &workers(&env, 2)).await;
     let run = p.last_run.expect("run");
-    assert_eq!(run.state, "completed");
+    assert_eq!(run.state, FetchRunState::Completed);
     assert_eq!(run.leads_imported, 120);
     assert_eq!(env.hull.accounts().len(), 120);
     assert_eq!(env.hull.users().len(), 120);
@@ -653,7 +653,7 @@ async fn a_bad_key_is_reported_by_status_and_not_retried_forever() {
     assert!(c.parked_reason.is_some(), "the connector is parked");
     let p = progress(&env).await;
     let run = p.last_run.expect("run");
-    assert_eq!(run.state, "failed");
+    assert_eq!(run.state, FetchRunState::Failed);
     // Later passes start nothing and nothing is retried.
     env.close.clear_requests();
     for _ in 0..3 {
@@ -765,7 +765,7 @@ async fn a_redelivered_fetch_start_does_not_double_the_page_chain() {
         .expect("publish");
     let handled_again = env.drain().await.expect("drain");
     let done = progress(&env).await.last_run.expect("run");
-    assert_eq!(done.state, "completed");
+    assert_eq!(done.state, FetchRunState::Completed);
     // One FetchStart and one job per committed page; the redelivery published no page twice.
     assert_eq!(handled_first, 1 + done.pages_done as usize, "{done:?}");
     assert_eq!(
@@ -792,7 +792,7 @@ async fn a_redelivered_fetch_start_does_not_double_the_page_chain() {
         .expect("publish");
     let handled = env.drain().await.expect("drain");
     let second = progress(&env).await.last_run.expect("run");
-    assert_eq!(second.state, "completed");
+    assert_eq!(second.state, FetchRunState::Completed);
     assert_eq!(handled, 2 + second.pages_done as usize, "{second:?}");
     env.cleanup().await;
 }

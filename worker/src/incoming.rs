@@ -17,7 +17,7 @@
 //! and the cursor never moves past data Hull has not accepted.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use common::changes::{changes_from_event, CloseChange, EVENT_LOG_ACTIONS};
@@ -145,7 +145,7 @@ async fn plan(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<IncomingOut
         since = ?run.since.map(|s| s.to_rfc3339()), until = %run.until.to_rfc3339(), "incoming.job.start");
     let mut events = 0;
     let mut windows_planned = 0;
-    if run.state == "planning" {
+    if run.state == common::store::FetchRunState::Planning {
         let windows = plan_windows(ctx, &t, &run).await?;
         if !run.is_full() {
             events = apply_event_log(ctx, &t, run.since, run.until).await?;
@@ -194,23 +194,6 @@ async fn plan(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<IncomingOut
     })
 }
 
-/// A `POST /data/search/` body for the single oldest (or newest) lead updated in the range.
-fn boundary_query(since: Option<DateTime<Utc>>, until: DateTime<Utc>, newest: bool) -> Value {
-    let moment = |t: DateTime<Utc>| json!({"type": "fixed_utc", "value": t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)});
-    json!({
-        "query": {"type": "and", "queries": [
-            {"type": "object_type", "object_type": "lead"},
-            {"type": "field_condition",
-             "field": {"type": "regular_field", "object_type": "lead", "field_name": "date_updated"},
-             "condition": {"type": "moment_range", "on_or_after": since.map(moment), "before": moment(until)}},
-        ]},
-        "sort": [{"direction": if newest { "desc" } else { "asc" },
-                  "field": {"type": "regular_field", "object_type": "lead", "field_name": "date_updated"}}],
-        "_fields": {"lead": ["id", "date_updated"]},
-        "_limit": 1,
-    })
-}
-
 fn date_updated(lead: &Value) -> Option<DateTime<Utc>> {
     lead.get("date_updated")
         .and_then(Value::as_str)
@@ -228,18 +211,18 @@ async fn plan_windows(
     if run.windows <= 1 {
         return Ok(single);
     }
-    let oldest = ctx
+    let Some(first) = ctx
         .close
-        .search(&t.key, &boundary_query(run.since, run.until, false))
-        .await?;
-    let Some(first) = oldest.data.first().and_then(date_updated) else {
+        .lead_updated_boundary(&t.key, run.since, run.until, false)
+        .await?
+    else {
         return Ok(single);
     };
-    let newest = ctx
+    let Some(last) = ctx
         .close
-        .search(&t.key, &boundary_query(run.since, run.until, true))
-        .await?;
-    let Some(last) = newest.data.first().and_then(date_updated) else {
+        .lead_updated_boundary(&t.key, run.since, run.until, true)
+        .await?
+    else {
         return Ok(single);
     };
     let span = last - first;
@@ -597,7 +580,7 @@ async fn page(
                 tracing::info!(run = %run_id, kind = %run.kind,
                     leads = totals.as_ref().map(|r| r.leads_imported), contacts = totals.as_ref().map(|r| r.contacts_imported),
                     pages = totals.as_ref().map(|r| r.pages_done), "incoming.job.success");
-                metrics::counter!("incoming_runs_total", "kind" => run.kind.clone()).increment(1);
+                metrics::counter!("incoming_runs_total", "kind" => run.kind.as_str()).increment(1);
             } else if !read.exhausted {
                 publish_page(ctx, connector_id, run_id, idx, seq + 1).await?;
             }
@@ -682,7 +665,7 @@ pub async fn close_deleted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use serde_json::json;
 
     fn settings(v: Value) -> Settings {
         Settings::from_private_settings(&v).expect("settings")
@@ -731,17 +714,5 @@ mod tests {
             json!("closeio:cont_1")
         );
         assert!(e.body.contains_key("closeio/deleted_at"));
-    }
-
-    #[test]
-    fn boundary_query_sorts_and_bounds() {
-        let until = Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).single().unwrap();
-        let q = boundary_query(None, until, true);
-        assert_eq!(q["sort"][0]["direction"], json!("desc"));
-        assert_eq!(q["_limit"], json!(1));
-        assert_eq!(
-            q["query"]["queries"][1]["condition"]["on_or_after"],
-            Value::Null
-        );
     }
 }

@@ -164,8 +164,35 @@ impl CloseClient {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<SearchPage, CloseError> {
-        let body = updated_leads_query(since, until, cursor.as_deref(), limit);
+        let body = updated_leads_query(
+            since,
+            until,
+            cursor.as_deref(),
+            limit,
+            false,
+            SEARCH_LEAD_FIELDS,
+        );
         self.search(key, &body).await
+    }
+
+    /// The `date_updated` of the oldest (or, with `newest`, the newest) lead updated in
+    /// `[since, until)`: one one-lead search. `None` when the range holds no lead.
+    pub async fn lead_updated_boundary(
+        &self,
+        key: &ApiKey,
+        since: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+        newest: bool,
+    ) -> Result<Option<DateTime<Utc>>, CloseError> {
+        let body =
+            updated_leads_query(since, Some(until), None, 1, newest, &["id", "date_updated"]);
+        let page = self.search(key, &body).await?;
+        Ok(page
+            .data
+            .first()
+            .and_then(|l| l.get("date_updated"))
+            .and_then(Value::as_str)
+            .and_then(super::datetime::parse_close_datetime))
     }
 
     /// `POST /data/search/` with a raw body; a read, so it is retried like a GET.
@@ -411,12 +438,15 @@ fn lookup_query(field: &str, value: &Value, cursor: Option<&str>) -> Result<Valu
     Ok(body)
 }
 
-/// The `/data/search/` body of the incremental lead fetch.
+/// The `/data/search/` body of the leads updated in `[since, until)`, by `date_updated`
+/// (oldest first, or newest first), with `fields` of each lead.
 fn updated_leads_query(
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     cursor: Option<&str>,
     limit: u32,
+    newest_first: bool,
+    fields: &[&str],
 ) -> Value {
     let moment = |t: DateTime<Utc>| json!({"type": "fixed_utc", "value": t.to_rfc3339_opts(SecondsFormat::Micros, true)});
     let mut queries = vec![json!({"type": "object_type", "object_type": "lead"})];
@@ -434,10 +464,10 @@ fn updated_leads_query(
     let mut body = json!({
         "query": {"type": "and", "queries": queries},
         "sort": [{
-            "direction": "asc",
+            "direction": if newest_first { "desc" } else { "asc" },
             "field": {"type": "regular_field", "object_type": "lead", "field_name": "date_updated"},
         }],
-        "_fields": {"lead": SEARCH_LEAD_FIELDS},
+        "_fields": {"lead": fields},
         "_limit": limit.max(1),
     });
     if let (Some(c), Some(obj)) = (cursor, body.as_object_mut()) {
@@ -474,12 +504,36 @@ mod tests {
     }
 
     #[test]
+    fn boundary_queries_sort_and_bound() {
+        let until = Utc
+            .with_ymd_and_hms(2024, 1, 2, 0, 0, 0)
+            .single()
+            .expect("date");
+        let q = updated_leads_query(None, Some(until), None, 1, true, &["id", "date_updated"]);
+        assert_eq!(q["sort"][0]["direction"], json!("desc"));
+        assert_eq!(q["_limit"], json!(1));
+        assert_eq!(q["_fields"]["lead"], json!(["id", "date_updated"]));
+        assert_eq!(
+            q["query"]["queries"][1]["condition"]["on_or_after"],
+            Value::Null
+        );
+        assert!(q["query"]["queries"][1]["condition"]["before"].is_object());
+    }
+
+    #[test]
     fn updated_leads_query_shape() {
         let since = Utc
             .with_ymd_and_hms(2024, 1, 2, 3, 4, 5)
             .single()
             .expect("valid");
-        let q = updated_leads_query(Some(since), None, Some("cur"), 50);
+        let q = updated_leads_query(
+            Some(since),
+            None,
+            Some("cur"),
+            50,
+            false,
+            SEARCH_LEAD_FIELDS,
+        );
         let cond = &q["query"]["queries"][1]["condition"];
         assert_eq!(cond["type"], json!("moment_range"));
         assert_eq!(
@@ -493,7 +547,7 @@ mod tests {
         assert!(q["_fields"]["lead"]
             .as_array()
             .is_some_and(|f| f.contains(&json!("contacts"))));
-        let q = updated_leads_query(None, None, None, 0);
+        let q = updated_leads_query(None, None, None, 0, false, SEARCH_LEAD_FIELDS);
         assert_eq!(q["query"]["queries"].as_array().map(Vec::len), Some(1));
         assert_eq!(q["_limit"], json!(1));
     }

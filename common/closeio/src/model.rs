@@ -33,14 +33,10 @@ impl fmt::Display for ApiKey {
     }
 }
 
-/// A lead status (`GET /status/lead/`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeadStatus {
-    /// `stat_…`
-    pub id: String,
-    /// Display label, e.g. `Potential`.
-    pub label: String,
-}
+/// A lead status (`GET /status/lead/`) and a custom field definition
+/// (`GET /custom_field/lead|contact/`) are the domain's own types: the client decodes Close's
+/// answers straight into what the mapping uses (fields the mapping does not need are ignored).
+pub use domain::mapping::{CustomField, LeadStatus};
 
 /// Which object a custom field belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,24 +55,6 @@ impl CustomFieldObject {
             CustomFieldObject::Contact => "contact",
         }
     }
-}
-
-/// A custom field definition (`GET /custom_field/lead|contact/`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CustomField {
-    /// `cf_…` (or legacy `lcf_…`/`ccf_…`).
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// `text`, `number`, `date`, `datetime`, `choices`, `user`, `contact`, `hidden`...
-    #[serde(rename = "type")]
-    pub field_type: String,
-    /// Allowed values of a `choices` field.
-    #[serde(default)]
-    pub choices: Vec<Value>,
-    /// Whether the field holds several values.
-    #[serde(default)]
-    pub accepts_multiple_values: bool,
 }
 
 /// One page of `POST /data/search/` results.
@@ -193,9 +171,10 @@ mod tests {
 
     #[test]
     fn custom_field_type_is_renamed() {
-        let f: CustomField =
-            serde_json::from_str(r#"{"id":"cf_1","name":"Domain","type":"text"}"#).expect("ok");
+        let f: CustomField = serde_json::from_str(
+            r#"{"id":"cf_1","name":"Domain","type":"text","choices":[],"accepts_multiple_values":false}"#,
+        )
+        .expect("ok");
         assert_eq!(f.field_type, "text");
-        assert!(!f.accepts_multiple_values);
     }
 }

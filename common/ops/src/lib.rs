@@ -538,7 +538,7 @@ fn view(
         incoming_cursor: incoming.and_then(|p| p.cursor),
         incoming_lag_seconds: incoming.and_then(|p| p.lag_seconds),
         last_fetch_completed_at: last_run
-            .filter(|r| r.state == "completed")
+            .filter(|r| r.state == store::FetchRunState::Completed)
             .and_then(|r| r.finished_at),
     }
 }

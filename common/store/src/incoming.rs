@@ -28,12 +28,73 @@ pub enum FetchKind {
 }
 
 impl FetchKind {
-    /// `full` or `incremental`.
+    /// `full` or `incremental` (the SQL value).
     pub fn as_str(&self) -> &'static str {
         match self {
             FetchKind::Full => "full",
             FetchKind::Incremental => "incremental",
         }
+    }
+
+    fn from_sql(s: &str) -> FetchKind {
+        // The column's CHECK constraint allows these two values only.
+        if s == "full" {
+            FetchKind::Full
+        } else {
+            FetchKind::Incremental
+        }
+    }
+}
+
+impl std::fmt::Display for FetchKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a fetch run stands (`fetch_runs.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchRunState {
+    /// Being split into windows.
+    Planning,
+    /// Pages being read.
+    Running,
+    /// Every window read; the cursor advanced.
+    Completed,
+    /// No progress within its lease: given up (a later run reads the range again).
+    Abandoned,
+    /// Stopped by a configuration error (the connector is parked).
+    Failed,
+}
+
+impl FetchRunState {
+    /// The SQL value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FetchRunState::Planning => "planning",
+            FetchRunState::Running => "running",
+            FetchRunState::Completed => "completed",
+            FetchRunState::Abandoned => "abandoned",
+            FetchRunState::Failed => "failed",
+        }
+    }
+
+    fn from_sql(s: &str) -> FetchRunState {
+        match s {
+            "planning" => FetchRunState::Planning,
+            "running" => FetchRunState::Running,
+            "completed" => FetchRunState::Completed,
+            "abandoned" => FetchRunState::Abandoned,
+            // The column's CHECK constraint allows no other value.
+            _ => FetchRunState::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for FetchRunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -78,10 +139,10 @@ pub struct FetchRun {
     pub id: Uuid,
     /// Connector id.
     pub connector_id: String,
-    /// `full` or `incremental`.
-    pub kind: String,
-    /// `planning`, `running`, `completed`, `abandoned` or `failed`.
-    pub state: String,
+    /// Full import or incremental fetch.
+    pub kind: FetchKind,
+    /// Where it stands.
+    pub state: FetchRunState,
     /// Lower bound of `date_updated`.
     pub since: Option<DateTime<Utc>>,
     /// Upper bound of `date_updated`.
@@ -113,12 +174,12 @@ pub struct FetchRun {
 impl FetchRun {
     /// Whether the run is planning or running.
     pub fn is_active(&self) -> bool {
-        self.state == "planning" || self.state == "running"
+        matches!(self.state, FetchRunState::Planning | FetchRunState::Running)
     }
 
     /// Whether this is a full import.
     pub fn is_full(&self) -> bool {
-        self.kind == FetchKind::Full.as_str()
+        self.kind == FetchKind::Full
     }
 }
 
@@ -257,8 +318,8 @@ fn run_from_row(r: &tokio_postgres::Row) -> FetchRun {
     FetchRun {
         id: r.get(0),
         connector_id: r.get(1),
-        kind: r.get(2),
-        state: r.get(3),
+        kind: FetchKind::from_sql(r.get(2)),
+        state: FetchRunState::from_sql(r.get(3)),
         since: r.get(4),
         until: r.get(5),
         page_size: r.get(6),
