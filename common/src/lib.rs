@@ -1,6 +1,6 @@
 //! The glue the binaries share: the clients built from the configuration ([`clients`]), the
-//! per-connector Close metadata cache ([`metadata`]), the status check ([`status`]) and
-//! telemetry ([`telemetry`]).
+//! per-connector Close metadata cache ([`metadata`]), the status check ([`status`]),
+//! start-up ([`startup`]) and telemetry ([`telemetry`]).
 //!
 //! The crates it stands on are re-exported under their own names so that one import path
 //! serves the binaries: [`domain`] (mapping, jobs, changes, errors, configuration, secrets,
@@ -19,5 +19,6 @@ pub use store;
 
 pub mod clients;
 pub mod metadata;
+pub mod startup;
 pub mod status;
 pub mod telemetry;

@@ -1,10 +1,10 @@
 //! `closeio-ingest`: the Hull connector endpoints.
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
+use std::process::ExitCode;
 
 use common::config::{describe, Env, COMMON_VARS};
-use common::telemetry;
+use common::startup::Startup;
 use ingest::IngestConfig;
 
 fn help() -> String {
@@ -22,34 +22,24 @@ fn help() -> String {
 struct Cli {}
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let _ = Cli::parse();
-    let cfg = match IngestConfig::from_source(&Env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("closeio-ingest: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    telemetry::init_tracing(&cfg.common.log_format);
-    cfg.common.warn_if_local("closeio-ingest");
+    let start = Startup::new("closeio-ingest");
+    run(start).await.unwrap_or_else(|code| code)
+}
+
+async fn run(start: Startup) -> Result<ExitCode, ExitCode> {
+    let cfg = start.configure(IngestConfig::from_source(&Env), |c| &c.common)?;
     if cfg.skip_signature_verification {
         tracing::warn!(
             "SKIP_SIGNATURE_VERIFICATION is on: notifications are not verified (local mode only)"
         );
     }
-    let shutdown = CancellationToken::new();
-    let (addr, handle) = match ingest::start(cfg, shutdown.clone()).await {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("closeio-ingest: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let shutdown = start.shutdown_on_signal();
+    let (addr, handle) = ingest::start(cfg, shutdown.clone())
+        .await
+        .map_err(|e| start.fail(e))?;
     tracing::info!(%addr, "closeio-ingest listening");
-    telemetry::shutdown_signal().await;
-    shutdown.cancel();
-    let _ = handle.await;
-    tracing::info!("closeio-ingest stopped");
-    std::process::ExitCode::SUCCESS
+    shutdown.cancelled().await;
+    Ok(start.finish(handle.await))
 }

@@ -4,7 +4,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use common::config::{describe, Env, COMMON_VARS};
-use common::telemetry;
+use common::startup::Startup;
 use scheduler::{Scheduler, SchedulerConfig};
 
 fn help() -> String {
@@ -25,50 +25,27 @@ struct Cli {}
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Cli::parse();
-    let cfg = match SchedulerConfig::from_source(&Env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("closeio-scheduler: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    telemetry::init_tracing(&cfg.common.log_format);
-    cfg.common.warn_if_local("closeio-scheduler");
-    let scheduler = match Scheduler::new(cfg.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("closeio-scheduler: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    if let Err(e) = scheduler.store.check_key_at_start().await {
-        eprintln!("closeio-scheduler: {e}");
-        return std::process::ExitCode::from(2);
-    }
-    let shutdown = CancellationToken::new();
-    let ready = telemetry::store_and_queue_ready(scheduler.store.clone(), scheduler.queue.clone());
-    if let Err(e) =
-        telemetry::serve_ops("SCHEDULER_LISTEN", cfg.listen, ready, shutdown.clone()).await
-    {
-        eprintln!("closeio-scheduler: {e}");
-        return std::process::ExitCode::from(2);
-    }
-    if let Err(code) = start_admin_api(&scheduler, &shutdown).await {
-        return code;
-    }
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        telemetry::shutdown_signal().await;
-        signal.cancel();
-    });
+    let start = Startup::new("closeio-scheduler");
+    run(start).await.unwrap_or_else(|code| code)
+}
+
+async fn run(start: Startup) -> Result<std::process::ExitCode, std::process::ExitCode> {
+    let cfg = start.configure(SchedulerConfig::from_source(&Env), |c| &c.common)?;
+    let scheduler = Scheduler::new(cfg.clone()).map_err(|e| start.fail(e))?;
+    start.check_key(&scheduler.store).await?;
+    let shutdown = start.shutdown_on_signal();
+    start
+        .serve_ops(
+            "SCHEDULER_LISTEN",
+            cfg.listen,
+            &scheduler.store,
+            &scheduler.queue,
+            &shutdown,
+        )
+        .await?;
+    start_admin_api(&scheduler, &shutdown).await?;
     tracing::info!(listen = %cfg.listen, "closeio-scheduler started");
-    match scheduler.run(shutdown).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "closeio-scheduler failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    Ok(start.finish(scheduler.run(shutdown).await))
 }
 
 /// Serves the HTTP admin API on `ADMIN_LISTEN` when `ADMIN_TOKEN` is set (on every scheduler

@@ -1,10 +1,10 @@
 //! `closeio-worker`: consumes sync jobs and applies them to Close and Hull.
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
+use std::process::ExitCode;
 
 use common::config::{describe, Env, COMMON_VARS};
-use common::telemetry;
+use common::startup::Startup;
 use worker::{Worker, WorkerConfig};
 
 fn help() -> String {
@@ -21,50 +21,26 @@ fn help() -> String {
 struct Cli {}
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let _ = Cli::parse();
-    let cfg = match WorkerConfig::from_source(&Env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("closeio-worker: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    telemetry::init_tracing(&cfg.common.log_format);
-    cfg.common.warn_if_local("closeio-worker");
-    let worker = match Worker::new(cfg.clone()) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("closeio-worker: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    if let Err(e) = worker.ctx().store.check_key_at_start().await {
-        eprintln!("closeio-worker: {e}");
-        return std::process::ExitCode::from(2);
-    }
-    let shutdown = CancellationToken::new();
-    let ready =
-        telemetry::store_and_queue_ready(worker.ctx().store.clone(), worker.ctx().queue.clone());
-    if let Err(e) = telemetry::serve_ops("WORKER_LISTEN", cfg.listen, ready, shutdown.clone()).await
-    {
-        eprintln!("closeio-worker: {e}");
-        return std::process::ExitCode::from(2);
-    }
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        telemetry::shutdown_signal().await;
-        signal.cancel();
-    });
+    let start = Startup::new("closeio-worker");
+    run(start).await.unwrap_or_else(|code| code)
+}
+
+async fn run(start: Startup) -> Result<ExitCode, ExitCode> {
+    let cfg = start.configure(WorkerConfig::from_source(&Env), |c| &c.common)?;
+    let worker = Worker::new(cfg.clone()).map_err(|e| start.fail(e))?;
+    start.check_key(&worker.ctx().store).await?;
+    let shutdown = start.shutdown_on_signal();
+    start
+        .serve_ops(
+            "WORKER_LISTEN",
+            cfg.listen,
+            &worker.ctx().store,
+            &worker.ctx().queue,
+            &shutdown,
+        )
+        .await?;
     tracing::info!(listen = %cfg.listen, concurrency = cfg.concurrency, "closeio-worker started");
-    match worker.run(shutdown).await {
-        Ok(()) => {
-            tracing::info!("closeio-worker stopped");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "closeio-worker failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    Ok(start.finish(worker.run(shutdown).await))
 }

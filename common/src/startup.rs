@@ -1,0 +1,93 @@
+//! What every binary does at start, in one place: read and validate the configuration (a bad
+//! value stops the process with exit code 2 and a message naming the variable), install
+//! tracing, warn about local mode, check `ENCRYPTION_KEY` against the stored data, serve
+//! `/metrics`, `/healthz`, `/readyz`, and turn SIGTERM/SIGINT into a cancellation token.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CommonConfig, ConfigError};
+use crate::queue::Queue;
+use crate::store::Store;
+use crate::telemetry;
+
+/// A binary starting up; its methods return the exit code to stop with on failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Startup {
+    /// The binary's name, prefixed to every start-up error.
+    pub binary: &'static str,
+}
+
+impl Startup {
+    /// For binary `binary`.
+    pub fn new(binary: &'static str) -> Startup {
+        Startup { binary }
+    }
+
+    /// Prints a start-up error and gives the exit code (2) to stop with.
+    pub fn fail(&self, e: impl Display) -> ExitCode {
+        eprintln!("{}: {e}", self.binary);
+        ExitCode::from(2)
+    }
+
+    /// Validates the configuration, then installs tracing and warns about local mode.
+    pub fn configure<T>(
+        &self,
+        cfg: Result<T, ConfigError>,
+        common: impl Fn(&T) -> &CommonConfig,
+    ) -> Result<T, ExitCode> {
+        let cfg = cfg.map_err(|e| self.fail(e))?;
+        telemetry::init_tracing(&common(&cfg).log_format);
+        common(&cfg).warn_if_local(self.binary);
+        Ok(cfg)
+    }
+
+    /// Refuses to start with an `ENCRYPTION_KEY` that cannot open the stored secrets.
+    pub async fn check_key(&self, store: &Store) -> Result<(), ExitCode> {
+        store.check_key_at_start().await.map_err(|e| self.fail(e))
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` (Postgres and RabbitMQ reachable) on
+    /// `listen` (the variable `var`) until `shutdown`.
+    pub async fn serve_ops(
+        &self,
+        var: &'static str,
+        listen: SocketAddr,
+        store: &Store,
+        queue: &Queue,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ExitCode> {
+        let ready = telemetry::store_and_queue_ready(store.clone(), queue.clone());
+        telemetry::serve_ops(var, listen, ready, shutdown.clone())
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// A token cancelled on SIGTERM or SIGINT.
+    pub fn shutdown_on_signal(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        let signal = token.clone();
+        tokio::spawn(async move {
+            telemetry::shutdown_signal().await;
+            signal.cancel();
+        });
+        token
+    }
+
+    /// The exit code of a run that ended: success, or failure (1) with the error logged.
+    pub fn finish<E: Display>(&self, result: Result<(), E>) -> ExitCode {
+        match result {
+            Ok(()) => {
+                tracing::info!(binary = self.binary, "stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(binary = self.binary, error = %e, "failed");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
