@@ -28,6 +28,7 @@ use common::jobs::{EntityKind, Envelope, Job};
 use common::mapping::{self, CloseMetadata, Settings, ANONYMOUS_ID_PREFIX};
 use common::store::{FetchRun, FetchWindow, PageCommit, PageCommitResult, PlanResult};
 
+use crate::outcome::Outcome;
 use crate::tenant::{tenant, Tenant};
 use crate::{Ctx, JobError};
 
@@ -37,46 +38,12 @@ const EVENT_PAGE_SIZE: u32 = 50;
 /// Most search pages one page job follows while every lead has the same `date_updated`.
 const MAX_SAME_TIMESTAMP_PAGES: usize = 50;
 
-/// What an incoming job did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IncomingOutcome {
-    /// A run was planned into this many windows (and this many deletions/merges applied).
-    Planned {
-        /// Windows.
-        windows: usize,
-        /// Events from the event log applied.
-        events: usize,
-    },
-    /// A page was written to Hull.
-    Page {
-        /// Leads written.
-        leads: usize,
-        /// Contacts written.
-        contacts: usize,
-        /// The run is complete.
-        run_completed: bool,
-    },
-    /// One lead (and its contacts) was refreshed.
-    Refreshed {
-        /// Contacts written.
-        contacts: usize,
-    },
-    /// A deletion or merge was recorded in Hull.
-    Marked,
-    /// Nothing to do (stale job, finished run, object gone).
-    Stale(String),
-}
-
 /// How long a page job may take to appear after its publication was claimed before another
 /// job publishes it again.
 pub const SUCCESSOR_GRACE: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// `FetchStart`: plan a run and publish its first pages.
-pub async fn fetch_start(
-    ctx: &Ctx,
-    connector_id: &str,
-    run_id: Uuid,
-) -> Result<IncomingOutcome, JobError> {
+pub async fn fetch_start(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<Outcome, JobError> {
     let result = plan(ctx, connector_id, run_id).await;
     on_run_error(ctx, run_id, result).await
 }
@@ -88,7 +55,7 @@ pub async fn fetch_page(
     run_id: Uuid,
     window: i32,
     seq: i32,
-) -> Result<IncomingOutcome, JobError> {
+) -> Result<Outcome, JobError> {
     let result = page(ctx, connector_id, run_id, window, seq).await;
     on_run_error(ctx, run_id, result).await
 }
@@ -99,8 +66,8 @@ pub async fn fetch_page(
 async fn on_run_error(
     ctx: &Ctx,
     run_id: Uuid,
-    result: Result<IncomingOutcome, JobError>,
-) -> Result<IncomingOutcome, JobError> {
+    result: Result<Outcome, JobError>,
+) -> Result<Outcome, JobError> {
     let Err(e) = result else { return result };
     let message = e.to_string();
     let class = e.class();
@@ -135,10 +102,10 @@ async fn active_run(ctx: &Ctx, run_id: Uuid) -> Result<RunCheck, JobError> {
     })
 }
 
-async fn plan(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<IncomingOutcome, JobError> {
+async fn plan(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<Outcome, JobError> {
     let run = match active_run(ctx, run_id).await? {
         RunCheck::Active(run) => run,
-        RunCheck::Stale(why) => return Ok(IncomingOutcome::Stale(why)),
+        RunCheck::Stale(why) => return Ok(Outcome::Stale(why)),
     };
     let t = tenant(ctx, connector_id).await?;
     tracing::info!(run = %run_id, kind = %run.kind,
@@ -158,9 +125,7 @@ async fn plan(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<IncomingOut
         {
             PlanResult::Planned | PlanResult::AlreadyPlanned => {}
             PlanResult::Inactive => {
-                return Ok(IncomingOutcome::Stale(format!(
-                    "run {run_id} ended while planning"
-                )))
+                return Ok(Outcome::Stale(format!("run {run_id} ended while planning")))
             }
         }
     }
@@ -188,7 +153,7 @@ async fn plan(ctx: &Ctx, connector_id: &str, run_id: Uuid) -> Result<IncomingOut
         ctx.store.release_open_pages(run_id, &idxs).await?;
         return Err(e.into());
     }
-    Ok(IncomingOutcome::Planned {
+    Ok(Outcome::Planned {
         windows: windows_planned.max(open.len()),
         events,
     })
@@ -479,18 +444,16 @@ async fn page(
     run_id: Uuid,
     idx: i32,
     seq: i32,
-) -> Result<IncomingOutcome, JobError> {
+) -> Result<Outcome, JobError> {
     let run = match active_run(ctx, run_id).await? {
         RunCheck::Active(run) => run,
-        RunCheck::Stale(why) => return Ok(IncomingOutcome::Stale(why)),
+        RunCheck::Stale(why) => return Ok(Outcome::Stale(why)),
     };
     let Some(window) = ctx.store.fetch_window(run_id, idx).await? else {
-        return Ok(IncomingOutcome::Stale(format!(
-            "run {run_id} has no window {idx}"
-        )));
+        return Ok(Outcome::Stale(format!("run {run_id} has no window {idx}")));
     };
     if window.done {
-        return Ok(IncomingOutcome::Stale(format!(
+        return Ok(Outcome::Stale(format!(
             "window {idx} of run {run_id} is done"
         )));
     }
@@ -516,7 +479,7 @@ async fn page(
                 None => {}
             }
         }
-        return Ok(IncomingOutcome::Stale(format!(
+        return Ok(Outcome::Stale(format!(
             "page {seq} of window {idx} is not the next one ({})",
             window.next_seq
         )));
@@ -562,7 +525,7 @@ async fn page(
         contacts: contacts as i64,
     };
     match ctx.store.commit_fetch_page(&commit).await? {
-        PageCommitResult::Stale => Ok(IncomingOutcome::Stale(format!(
+        PageCommitResult::Stale => Ok(Outcome::Stale(format!(
             "page {seq} of window {idx} was committed by another job"
         ))),
         PageCommitResult::Committed {
@@ -584,7 +547,7 @@ async fn page(
             } else if !read.exhausted {
                 publish_page(ctx, connector_id, run_id, idx, seq + 1).await?;
             }
-            Ok(IncomingOutcome::Page {
+            Ok(Outcome::Page {
                 leads,
                 contacts,
                 run_completed,
@@ -617,7 +580,7 @@ pub async fn refresh_lead(
     ctx: &Ctx,
     connector_id: &str,
     lead_id: &str,
-) -> Result<IncomingOutcome, JobError> {
+) -> Result<Outcome, JobError> {
     let t = tenant(ctx, connector_id).await?;
     let meta =
         common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
@@ -625,14 +588,12 @@ pub async fn refresh_lead(
         Ok(lead) => lead,
         // Deleted since: its deletion event marks it.
         Err(CloseError::NotFound { .. }) => {
-            return Ok(IncomingOutcome::Stale(format!(
-                "lead {lead_id} no longer exists"
-            )))
+            return Ok(Outcome::Stale(format!("lead {lead_id} no longer exists")))
         }
         Err(e) => return Err(e.into()),
     };
     let (_, contacts) = write_leads(ctx, &t, &meta, std::slice::from_ref(&lead)).await?;
-    Ok(IncomingOutcome::Refreshed { contacts })
+    Ok(Outcome::Refreshed { contacts })
 }
 
 /// `CloseDeleted`: set `closeio/deleted_at` (and `closeio/merged_into`) in Hull.
@@ -643,7 +604,7 @@ pub async fn close_deleted(
     close_id: &str,
     at: &str,
     merged_into: Option<&str>,
-) -> Result<IncomingOutcome, JobError> {
+) -> Result<Outcome, JobError> {
     let t = tenant(ctx, connector_id).await?;
     let entry = deletion_entry(kind, close_id, at, merged_into)?;
     ctx.firehose.send(&t.creds, vec![entry]).await?;
@@ -659,7 +620,7 @@ pub async fn close_deleted(
             "incoming.user.success"
         ),
     }
-    Ok(IncomingOutcome::Marked)
+    Ok(Outcome::Marked)
 }
 
 #[cfg(test)]

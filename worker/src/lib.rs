@@ -5,6 +5,7 @@
 pub mod config;
 pub mod firehose;
 pub mod incoming;
+pub mod outcome;
 pub mod outgoing;
 pub mod tenant;
 
@@ -29,8 +30,7 @@ use common::queue::{Queue, QueueError};
 use common::store::{Store, StoreError};
 
 pub use config::WorkerConfig;
-pub use incoming::IncomingOutcome;
-pub use outgoing::Outcome;
+pub use outcome::{Action, Outcome};
 
 /// How long a delivery whose outcome could not be recorded is held while Postgres is
 /// unreachable, before it goes back to the queue anyway.
@@ -178,22 +178,14 @@ pub async fn catch_panic<T>(fut: impl std::future::Future<Output = T>) -> Result
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
-    /// Done (written, unchanged or skipped).
+    /// Done: what the job did.
     Done(Outcome),
-    /// An incoming job done (Close → Hull).
-    Incoming(IncomingOutcome),
     /// Scheduled for a later attempt in Postgres.
     Retry,
     /// Parked until the connector's settings are fixed.
     Parked,
     /// Recorded as a dead letter.
     Dead,
-}
-
-/// The result of a job of either direction.
-enum JobOutcome {
-    Outgoing(Outcome),
-    Incoming(IncomingOutcome),
 }
 
 /// A worker process (or an in-process worker in tests).
@@ -270,19 +262,12 @@ impl Worker {
                 // A retry row may exist whatever the attempt number: parked jobs keep theirs
                 // (parking burns no attempt), so the row is cleared on every success.
                 self.ctx.store.clear_retry(env.id).await?;
-                match outcome {
-                    JobOutcome::Outgoing(o) => Disposition::Done(o),
-                    JobOutcome::Incoming(o) => Disposition::Incoming(o),
-                }
+                Disposition::Done(outcome)
             }
             Err(e) => self.record_failure(&env, &e).await?,
         };
         let label = match &disposition {
-            Disposition::Done(Outcome::Written { .. }) => "written",
-            Disposition::Done(Outcome::Unchanged { .. }) => "unchanged",
-            Disposition::Done(Outcome::Skipped(_)) => "skipped",
-            Disposition::Incoming(IncomingOutcome::Stale(_)) => "stale",
-            Disposition::Incoming(_) => "imported",
+            Disposition::Done(outcome) => outcome.label(),
             Disposition::Retry => "retry",
             Disposition::Parked => "parked",
             Disposition::Dead => "dead",
@@ -291,34 +276,26 @@ impl Worker {
         Ok(disposition)
     }
 
-    async fn run_job(&self, env: &Envelope) -> Result<JobOutcome, JobError> {
+    async fn run_job(&self, env: &Envelope) -> Result<Outcome, JobError> {
         let (ctx, cid) = (&self.ctx, env.connector_id.as_str());
         match &env.job {
-            Job::OutgoingAccount(m) => outgoing::account(ctx, cid, m)
-                .await
-                .map(JobOutcome::Outgoing),
-            Job::OutgoingUser(m) => outgoing::user(ctx, cid, m).await.map(JobOutcome::Outgoing),
-            Job::FetchStart { run_id } => incoming::fetch_start(ctx, cid, *run_id)
-                .await
-                .map(JobOutcome::Incoming),
+            Job::OutgoingAccount(m) => outgoing::account(ctx, cid, m).await,
+            Job::OutgoingUser(m) => outgoing::user(ctx, cid, m).await,
+            Job::FetchStart { run_id } => incoming::fetch_start(ctx, cid, *run_id).await,
             Job::FetchPage {
                 run_id,
                 window,
                 seq,
-            } => incoming::fetch_page(ctx, cid, *run_id, *window, *seq)
-                .await
-                .map(JobOutcome::Incoming),
-            Job::RefreshLead { lead_id } => incoming::refresh_lead(ctx, cid, lead_id)
-                .await
-                .map(JobOutcome::Incoming),
+            } => incoming::fetch_page(ctx, cid, *run_id, *window, *seq).await,
+            Job::RefreshLead { lead_id } => incoming::refresh_lead(ctx, cid, lead_id).await,
             Job::CloseDeleted {
                 kind,
                 close_id,
                 at,
                 merged_into,
-            } => incoming::close_deleted(ctx, cid, *kind, close_id, at, merged_into.as_deref())
-                .await
-                .map(JobOutcome::Incoming),
+            } => {
+                incoming::close_deleted(ctx, cid, *kind, close_id, at, merged_into.as_deref()).await
+            }
         }
     }
 

@@ -16,30 +16,9 @@ use common::jobs::{EntityKind, OutgoingMessage};
 use common::mapping::{self, account_key, CloseMetadata, SkipReason};
 use common::store::{self, SyncState};
 
+use crate::outcome::{Action, Outcome};
 use crate::tenant::{tenant, Tenant};
 use crate::{Ctx, JobError};
-
-/// What happened to one entity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Written to Close (created, updated or adopted an existing object).
-    Written { close_id: String, action: Action },
-    /// The mapped body equals the last one sent: no Close call.
-    Unchanged { close_id: String },
-    /// Filtered out.
-    Skipped(String),
-}
-
-/// The Close write made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// POST.
-    Created,
-    /// PUT on a known id.
-    Updated,
-    /// Found by lookup, then PUT.
-    Adopted,
-}
 
 fn object<'a>(v: &'a Value, field: &str) -> Option<&'a Map<String, Value>> {
     v.get(field).and_then(Value::as_object)
