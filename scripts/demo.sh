@@ -19,6 +19,8 @@ ONCE=false
 
 DB_NAME=${DEMO_DATABASE:-closeio_demo}
 ADMIN_DB_URL=${DEMO_ADMIN_DB_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+# A local demo: the development encryption key is allowed (never set LOCAL_MODE in production).
+export LOCAL_MODE=true
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$DB_NAME}
 export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 export QUEUE_PREFIX=${QUEUE_PREFIX:-demo}
@@ -76,8 +78,7 @@ export CLOSE_API_URL=http://$CLOSE/api/v1
 export HULL_PROTOCOL=http
 export HULL_FIREHOSE_URL=http://$HULL/api/v1/firehose
 export HULL_KEY_HOSTS=$HULL
-# A local demo: the development encryption key is allowed; only the simulator's organization is served.
-export LOCAL_MODE=true
+# Only the simulator's organization is served.
 export HULL_ORGANIZATIONS=$HULL
 export INGEST_LISTEN=$INGEST
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
