@@ -97,23 +97,90 @@ pub async fn account(
     }
     let meta =
         common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
-    let (outcome, _lead_id) = sync_lead(ctx, &t, &meta, account).await?;
+    let (outcome, _lead_id) = sync(ctx, &t, &meta, Target::Lead { account }).await?;
     Ok(outcome)
 }
 
-/// Creates or updates the lead of an account. Returns the outcome and the lead id.
-async fn sync_lead(
+/// What is written: an account as a lead, or a user as a contact under its lead. Everything
+/// else about a write is the same for both and lives in [`sync`].
+enum Target<'a> {
+    /// A Hull account → a Close lead.
+    Lead { account: &'a Map<String, Value> },
+    /// A Hull user → a Close contact of lead `lead_id`.
+    Contact {
+        user: &'a Map<String, Value>,
+        lead_id: &'a str,
+    },
+}
+
+impl Target<'_> {
+    fn kind(&self) -> EntityKind {
+        match self {
+            Target::Lead { .. } => EntityKind::Account,
+            Target::Contact { .. } => EntityKind::User,
+        }
+    }
+
+    /// The Close object's name, for logs and metrics.
+    fn object(&self) -> &'static str {
+        match self {
+            Target::Lead { .. } => "lead",
+            Target::Contact { .. } => "contact",
+        }
+    }
+
+    fn entity(&self) -> &Map<String, Value> {
+        match self {
+            Target::Lead { account } => account,
+            Target::Contact { user, .. } => user,
+        }
+    }
+
+    /// The sync-state key.
+    fn hull_id(&self) -> Result<String, JobError> {
+        match self {
+            Target::Lead { account } => account_key(account).ok_or_else(|| {
+                JobError::Permanent("account has no id, external_id or domain".into())
+            }),
+            Target::Contact { user, .. } => str_field(user, "id")
+                .map(str::to_string)
+                .ok_or_else(|| JobError::Permanent("user has no id".into())),
+        }
+    }
+
+    /// The attribute Hull keeps our Close id in.
+    fn known_attribute(&self) -> &'static str {
+        match self {
+            Target::Lead { .. } => "closeio/id",
+            Target::Contact { .. } => "traits_closeio/id",
+        }
+    }
+
+    fn lead_id(&self) -> Option<&str> {
+        match self {
+            Target::Lead { .. } => None,
+            Target::Contact { lead_id, .. } => Some(lead_id),
+        }
+    }
+}
+
+/// Creates or updates the Close object of an entity, writes Close's answer back to Hull, and
+/// records the sync state. Returns the outcome and the Close id.
+async fn sync(
     ctx: &Ctx,
     t: &Tenant,
     meta: &CloseMetadata,
-    account: &Map<String, Value>,
+    target: Target<'_>,
 ) -> Result<(Outcome, String), JobError> {
     let cid = t.connector.id.as_str();
-    let hull_id = account_key(account)
-        .ok_or_else(|| JobError::Permanent("account has no id, external_id or domain".into()))?;
+    let (kind, object) = (target.kind(), target.object());
+    let hull_id = target.hull_id()?;
     let hull_id = hull_id.as_str();
-    let update_body = mapping::lead_body(&t.settings, account, false);
-    let hash = mapping::body_hash(&update_body);
+    let body = match &target {
+        Target::Lead { account } => mapping::lead_body(&t.settings, account, false),
+        Target::Contact { user, lead_id } => mapping::contact_body(&t.settings, user, lead_id),
+    };
+    let hash = mapping::body_hash(&body);
 
     let mut client = ctx
         .store
@@ -125,13 +192,13 @@ async fn sync_lead(
         .transaction()
         .await
         .map_err(common::store::StoreError::from)?;
-    store::lock_entity(&tx, cid, EntityKind::Account, hull_id).await?;
-    let state = store::load_state(&tx, cid, EntityKind::Account, hull_id).await?;
+    store::lock_entity(&tx, cid, kind, hull_id).await?;
+    let state = store::load_state(&tx, cid, kind, hull_id).await?;
     if let (Some(id), Some(h)) = (&state.close_id, &state.body_hash) {
-        if *h == hash {
+        // A contact that moved to another lead is written again even with the same body.
+        if *h == hash && state.lead_id.as_deref() == target.lead_id() {
             tx.commit().await.map_err(common::store::StoreError::from)?;
-            tracing::info!(account_id = hull_id, lead_id = %id,
-                reason = "the lead in Close already has these values", "outgoing.account.skip");
+            log_unchanged(kind, hull_id, id);
             return Ok((
                 Outcome::Unchanged {
                     close_id: id.clone(),
@@ -143,61 +210,94 @@ async fn sync_lead(
     let known_id = state
         .close_id
         .clone()
-        .or_else(|| str_field(account, "closeio/id").map(str::to_string));
+        .or_else(|| str_field(target.entity(), target.known_attribute()).map(str::to_string));
 
     let mut written: Option<(Value, Action)> = None;
     if let Some(id) = &known_id {
-        match ctx.close.update_lead(&t.key, id, &update_body).await {
-            Ok(lead) => written = Some((lead, Action::Updated)),
+        let updated = match &target {
+            Target::Lead { .. } => ctx.close.update_lead(&t.key, id, &body).await,
+            Target::Contact { .. } => ctx.close.update_contact(&t.key, id, &body).await,
+        };
+        match updated {
+            Ok(v) => written = Some((v, Action::Updated)),
             // Deleted in Close (or a stale id): find or create it again.
             Err(CloseError::NotFound { .. }) => {
-                tracing::warn!(account_id = hull_id, lead_id = %id, "known lead no longer exists in Close; looking it up again");
+                tracing::warn!(hull_id, close_id = %id, object, "known Close object no longer exists; looking it up again");
             }
             Err(e) => return Err(e.into()),
         }
     }
-    let (lead, action) = match written {
-        Some(w) => w,
-        None => create_or_adopt_lead(ctx, t, account, &update_body).await?,
+    let (answer, action) = match (written, &target) {
+        (Some(w), _) => w,
+        (None, Target::Lead { account }) => create_or_adopt_lead(ctx, t, account, &body).await?,
+        (None, Target::Contact { user, lead_id }) => {
+            create_or_adopt_contact(ctx, t, user, &body, lead_id).await?
+        }
     };
-    let lead_id = lead
+    let close_id = answer
         .get("id")
         .and_then(Value::as_str)
-        .ok_or_else(|| JobError::Permanent("Close answered a lead without id".into()))?
+        .ok_or_else(|| JobError::Permanent(format!("Close answered a {object} without id")))?
         .to_string();
 
-    // Write back to Hull before committing: if this fails, the job is retried and the
-    // lookup finds the lead again.
-    let mut traits = mapping::lead_traits(&t.settings, meta, &lead);
-    if t.settings.sync_opportunities {
-        traits.extend(mapping::opportunity_traits(&lead));
-    }
-    let claims = claims_from(account, &["id", "external_id", "domain"]);
-    ctx.firehose
-        .send(
-            &t.creds,
-            vec![FirehoseEntry::traits_account(claims, traits)?],
-        )
-        .await?;
+    // Write back to Hull before committing: if this fails, the job is retried and the lookup
+    // finds the object again.
+    let entry = match &target {
+        Target::Lead { account } => {
+            let mut traits = mapping::lead_traits(&t.settings, meta, &answer);
+            if t.settings.sync_opportunities {
+                traits.extend(mapping::opportunity_traits(&answer));
+            }
+            FirehoseEntry::traits_account(
+                claims_from(account, &["id", "external_id", "domain"]),
+                traits,
+            )?
+        }
+        Target::Contact { user, lead_id } => {
+            let mut response = answer.clone();
+            if let Some(o) = response.as_object_mut() {
+                o.insert("lead_id".into(), Value::String(lead_id.to_string()));
+            }
+            let traits = mapping::contact_traits(&t.settings, meta, &response);
+            FirehoseEntry::traits_user(claims_from(user, &["id", "email", "external_id"]), traits)?
+        }
+    };
+    ctx.firehose.send(&t.creds, vec![entry]).await?;
 
     let new_state = SyncState {
-        close_id: Some(lead_id.clone()),
-        lead_id: None,
+        close_id: Some(close_id.clone()),
+        lead_id: target.lead_id().map(str::to_string),
         body_hash: Some(hash),
         failures: 0,
     };
-    store::save_success(&tx, cid, EntityKind::Account, hull_id, &new_state).await?;
+    store::save_success(&tx, cid, kind, hull_id, &new_state).await?;
     tx.commit().await.map_err(common::store::StoreError::from)?;
-    tracing::info!(account_id = hull_id, lead_id = %lead_id, action = ?action,
-        body = %serde_json::Value::Object(update_body), "outgoing.account.success");
-    metrics::counter!("outgoing_writes_total", "kind" => "lead", "action" => format!("{action:?}").to_lowercase()).increment(1);
+    let body = Value::Object(body);
+    match kind {
+        EntityKind::Account => {
+            tracing::info!(account_id = hull_id, lead_id = %close_id, action = ?action, body = %body, "outgoing.account.success")
+        }
+        EntityKind::User => {
+            tracing::info!(user_id = hull_id, contact_id = %close_id, action = ?action, body = %body, "outgoing.user.success")
+        }
+    }
+    metrics::counter!("outgoing_writes_total", "kind" => object, "action" => format!("{action:?}").to_lowercase()).increment(1);
     Ok((
         Outcome::Written {
-            close_id: lead_id.clone(),
+            close_id: close_id.clone(),
             action,
         },
-        lead_id,
+        close_id,
     ))
+}
+
+fn log_unchanged(kind: EntityKind, hull_id: &str, close_id: &str) {
+    match kind {
+        EntityKind::Account => tracing::info!(account_id = hull_id, lead_id = %close_id,
+            reason = "the lead in Close already has these values", "outgoing.account.skip"),
+        EntityKind::User => tracing::info!(user_id = hull_id, contact_id = %close_id,
+            reason = "the contact in Close already has these values", "outgoing.user.skip"),
+    }
 }
 
 /// No known lead: look it up by the identifier field; create only when nothing matches.
@@ -290,7 +390,18 @@ pub async fn user(
     let meta =
         common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
     let lead_id = lead_of(ctx, &t, &meta, account).await?;
-    match sync_contact(ctx, &t, &meta, user, &lead_id).await {
+    match sync(
+        ctx,
+        &t,
+        &meta,
+        Target::Contact {
+            user,
+            lead_id: &lead_id,
+        },
+    )
+    .await
+    .map(|(o, _)| o)
+    {
         // The lead we knew was deleted in Close: forget it, sync the account again (found by
         // lookup or created), then the contact under the lead that exists.
         Err(JobError::Close(e)) if lead_is_gone(&e) => {
@@ -307,8 +418,18 @@ pub async fn user(
             drop(client);
             let mut fresh = account.clone();
             fresh.remove("closeio/id");
-            let (_, lead_id) = sync_lead(ctx, &t, &meta, &fresh).await?;
-            sync_contact(ctx, &t, &meta, user, &lead_id).await
+            let (_, lead_id) = sync(ctx, &t, &meta, Target::Lead { account: &fresh }).await?;
+            sync(
+                ctx,
+                &t,
+                &meta,
+                Target::Contact {
+                    user,
+                    lead_id: &lead_id,
+                },
+            )
+            .await
+            .map(|(o, _)| o)
         }
         other => other,
     }
@@ -355,94 +476,8 @@ async fn lead_of(
         ));
     };
     tracing::info!(account_id = %account_id, "the user's account has no lead yet: creating it first");
-    let (_, lead_id) = sync_lead(ctx, t, meta, account).await?;
+    let (_, lead_id) = sync(ctx, t, meta, Target::Lead { account }).await?;
     Ok(lead_id)
-}
-
-async fn sync_contact(
-    ctx: &Ctx,
-    t: &Tenant,
-    meta: &CloseMetadata,
-    user: &Map<String, Value>,
-    lead_id: &str,
-) -> Result<Outcome, JobError> {
-    let cid = t.connector.id.as_str();
-    let hull_id =
-        str_field(user, "id").ok_or_else(|| JobError::Permanent("user has no id".into()))?;
-    let body = mapping::contact_body(&t.settings, user, lead_id);
-    let hash = mapping::body_hash(&body);
-
-    let mut client = ctx
-        .store
-        .pool()
-        .get()
-        .await
-        .map_err(common::store::StoreError::from)?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(common::store::StoreError::from)?;
-    store::lock_entity(&tx, cid, EntityKind::User, hull_id).await?;
-    let state = store::load_state(&tx, cid, EntityKind::User, hull_id).await?;
-    if let (Some(id), Some(h)) = (&state.close_id, &state.body_hash) {
-        if *h == hash && state.lead_id.as_deref() == Some(lead_id) {
-            tx.commit().await.map_err(common::store::StoreError::from)?;
-            tracing::info!(user_id = hull_id, contact_id = %id,
-                reason = "the contact in Close already has these values", "outgoing.user.skip");
-            return Ok(Outcome::Unchanged {
-                close_id: id.clone(),
-            });
-        }
-    }
-    let known_id = state
-        .close_id
-        .clone()
-        .or_else(|| str_field(user, "traits_closeio/id").map(str::to_string));
-    let mut written: Option<(Value, Action)> = None;
-    if let Some(id) = &known_id {
-        match ctx.close.update_contact(&t.key, id, &body).await {
-            Ok(c) => written = Some((c, Action::Updated)),
-            Err(CloseError::NotFound { .. }) => {
-                tracing::warn!(user_id = hull_id, contact_id = %id, "known contact no longer exists in Close; looking it up again");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let (contact, action) = match written {
-        Some(w) => w,
-        None => create_or_adopt_contact(ctx, t, user, &body, lead_id).await?,
-    };
-    let contact_id = contact
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| JobError::Permanent("Close answered a contact without id".into()))?
-        .to_string();
-
-    let mut response = contact.clone();
-    if let Some(o) = response.as_object_mut() {
-        o.insert("lead_id".into(), Value::String(lead_id.to_string()));
-    }
-    let traits = mapping::contact_traits(&t.settings, meta, &response);
-    let claims = claims_from(user, &["id", "email", "external_id"]);
-    ctx.firehose
-        .send(&t.creds, vec![FirehoseEntry::traits_user(claims, traits)?])
-        .await?;
-
-    let new_state = SyncState {
-        close_id: Some(contact_id.clone()),
-        lead_id: Some(lead_id.to_string()),
-        body_hash: Some(hash),
-        failures: 0,
-    };
-    store::save_success(&tx, cid, EntityKind::User, hull_id, &new_state).await?;
-    tx.commit().await.map_err(common::store::StoreError::from)?;
-    tracing::info!(user_id = hull_id, contact_id = %contact_id, action = ?action,
-        body = %serde_json::Value::Object(body), "outgoing.user.success");
-    metrics::counter!("outgoing_writes_total", "kind" => "contact", "action" => format!("{action:?}").to_lowercase()).increment(1);
-    Ok(Outcome::Written {
-        close_id: contact_id,
-        action,
-    })
 }
 
 /// No known contact: look for it by email (or, without email, by name) within its lead.
