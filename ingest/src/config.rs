@@ -223,14 +223,7 @@ impl IngestConfig {
                 });
             }
         }
-        let common = CommonConfig::from_source(src)?;
-        if common.hull_organizations.is_empty() {
-            return Err(ConfigError {
-                var: "HULL_ORGANIZATIONS",
-                value: String::new(),
-                reason: "is required: the Hull organizations this deployment serves (e.g. *.hullapp.io); set LOCAL_MODE=true for a local demo".into(),
-            });
-        }
+        let common = CommonConfig::for_hull_service(src)?;
         let extract_hosts = match src.get("HULL_EXTRACT_HOSTS") {
             Some(_) => config::list(src, "HULL_EXTRACT_HOSTS"),
             None => DEFAULT_EXTRACT_HOSTS

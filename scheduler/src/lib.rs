@@ -116,7 +116,7 @@ impl SchedulerConfig {
     /// Reads and validates the configuration.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         Ok(SchedulerConfig {
-            common: CommonConfig::from_source(src)?,
+            common: CommonConfig::for_hull_service(src)?,
             listen: config::addr_or(src, "SCHEDULER_LISTEN", "127.0.0.1:9102")?,
             tick: config::secs_or(src, "SCHEDULER_TICK_SECS", 5.0)?,
             status_interval: config::secs_or(src, "STATUS_INTERVAL_SECS", 1800.0)?,

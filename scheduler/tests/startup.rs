@@ -30,3 +30,13 @@ fn a_missing_empty_or_development_key_stops_it_naming_the_variable() {
         assert!(stderr.contains("ENCRYPTION_KEY"), "{vars:?}: {stderr}");
     }
 }
+
+#[test]
+fn without_hull_organizations_it_fails_closed() {
+    let (code, stderr) = start(&[(
+        "ENCRYPTION_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    )]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("HULL_ORGANIZATIONS"), "{stderr}");
+}

@@ -92,7 +92,7 @@ impl WorkerConfig {
     /// Reads and validates the configuration.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         Ok(WorkerConfig {
-            common: CommonConfig::from_source(src)?,
+            common: CommonConfig::for_hull_service(src)?,
             listen: config::addr_or(src, "WORKER_LISTEN", "127.0.0.1:9101")?,
             concurrency: config::positive_or(src, "WORKER_CONCURRENCY", 8usize)?,
             max_attempts: config::positive_or(src, "WORKER_MAX_ATTEMPTS", 8u32)?,

@@ -3,7 +3,7 @@
 //! its outcome is committed (done, scheduled for retry, parked or dead-lettered).
 
 pub mod config;
-pub mod firehose;
+pub mod firehose_sink;
 pub mod incoming;
 pub mod outcome;
 pub mod outgoing;
@@ -123,7 +123,7 @@ pub struct Ctx {
     /// Hull.
     pub hull: HullClient,
     /// Batched firehose writes of the outgoing jobs.
-    pub firehose: firehose::FirehoseSink,
+    pub firehose: firehose_sink::FirehoseSink,
     /// Configuration.
     pub cfg: WorkerConfig,
     /// Jobs in flight in this process (mirrors the `worker_jobs_in_flight` gauge).
@@ -203,8 +203,11 @@ impl Worker {
             close,
             hull,
         } = Clients::new(&cfg.common, cfg.common.database_pool_size)?;
-        let firehose =
-            firehose::FirehoseSink::spawn(hull.clone(), cfg.firehose_batch, cfg.firehose_linger);
+        let firehose = firehose_sink::FirehoseSink::spawn(
+            hull.clone(),
+            cfg.firehose_batch,
+            cfg.firehose_linger,
+        );
         Ok(Worker {
             ctx: Arc::new(Ctx {
                 store,

@@ -367,6 +367,21 @@ impl CommonConfig {
         })
     }
 
+    /// [`Self::from_source`] for a service that talks to Hull (ingest, worker, scheduler):
+    /// outside local mode it also needs `HULL_ORGANIZATIONS`, rather than failing closed on
+    /// every Hull call later.
+    pub fn for_hull_service(src: &dyn Source) -> Result<Self, ConfigError> {
+        let c = Self::from_source(src)?;
+        if c.hull_organizations.is_empty() {
+            return Err(ConfigError {
+                var: "HULL_ORGANIZATIONS",
+                value: String::new(),
+                reason: "is required: the Hull organizations this deployment serves (e.g. *.hullapp.io); set LOCAL_MODE=true for a local demo".into(),
+            });
+        }
+        Ok(c)
+    }
+
     /// Whether the development encryption key is in use (local mode only).
     pub fn uses_dev_key(&self) -> bool {
         parse_key(
