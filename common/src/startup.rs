@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CommonConfig, ConfigError};
+use std::ffi::OsString;
+
+use crate::config::{self, CommonConfig, ConfigError, Env, LoadError, Settings};
 use crate::queue::Queue;
 use crate::store::Store;
 use crate::telemetry;
@@ -33,15 +35,37 @@ impl Startup {
         ExitCode::from(2)
     }
 
-    /// Validates the configuration, then installs tracing and warns about local mode.
-    pub fn configure<T>(
+    /// Reads and validates the configuration from the environment and the command line
+    /// (`--help` prints every variable with its default and meaning; `about` heads it), then
+    /// installs tracing and warns about local mode.
+    pub fn configure<T: Settings>(
         &self,
-        cfg: Result<T, ConfigError>,
+        about: &'static str,
         common: impl Fn(&T) -> &CommonConfig,
     ) -> Result<T, ExitCode> {
-        let cfg = cfg.map_err(|e| self.fail(e))?;
-        telemetry::init_tracing(&common(&cfg).log_format);
-        common(&cfg).warn_if_local(self.binary);
+        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let cfg = match config::load_with_args::<T>(self.binary, Some(about), &Env, args) {
+            Ok(cfg) => cfg,
+            Err(LoadError::Config(e)) => return Err(self.fail(e)),
+            Err(LoadError::Help(text)) => {
+                println!("{text}");
+                return Err(ExitCode::SUCCESS);
+            }
+            Err(LoadError::Cli(e)) => {
+                let _ = e.print();
+                return Err(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)));
+            }
+        };
+        let shared = common(&cfg);
+        telemetry::check_log_filter(&shared.log_filter).map_err(|reason| {
+            self.fail(ConfigError {
+                var: "RUST_LOG",
+                value: shared.log_filter.clone(),
+                reason,
+            })
+        })?;
+        telemetry::init_tracing(&shared.log_format, &shared.log_filter);
+        shared.warn_if_local(self.binary);
         Ok(cfg)
     }
 

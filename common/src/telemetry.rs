@@ -1,7 +1,7 @@
 //! Logs, metrics and health endpoints shared by every binary.
 //!
 //! - `tracing` with either JSON lines or human-readable output (`LOG_FORMAT`), filtered by
-//!   `RUST_LOG` (default `info`).
+//!   `RUST_LOG` (default `info`; read with the shared settings).
 //! - a Prometheus recorder from `metrics-exporter-prometheus`; [`ops_router`] serves it on
 //!   `/metrics` together with `/healthz` (the process is alive) and `/readyz` (its
 //!   dependencies answer).
@@ -21,9 +21,17 @@ use tracing_subscriber::EnvFilter;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the global tracing subscriber (`format` is `json` or `pretty`). Safe to call twice.
-pub fn init_tracing(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Whether `filter` is a valid log filter (`RUST_LOG`); the error says why not.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Installs the global tracing subscriber (`format` is `json` or `pretty`, `filter` is
+/// `RUST_LOG`'s value; an invalid one falls back to `info`). Safe to call twice.
+pub fn init_tracing(format: &str, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

@@ -5,13 +5,13 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use common::admin::{Admin, DlqFilter, ReplayTarget};
-use common::config::{describe, CommonConfig, Env, COMMON_VARS};
+use common::config::{CommonConfig, Env};
 use common::crypto::SecretBox;
 use common::queue::Queue;
 use common::store::{self, Store};
 
 fn help() -> String {
-    describe(COMMON_VARS)
+    common::config::describe(&common::config::variables::<CommonConfig>())
 }
 
 /// Operator CLI of closeio-sync. Reads the same environment variables as the services.

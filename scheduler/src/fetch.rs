@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use common::changes::{webhook_path, webhook_url, WEBHOOK_EVENTS};
 use common::closeio::{ApiKey, CloseError};
-use common::config::{self, ConfigError, Source};
+use common::config;
 use common::crypto::fingerprint;
 use common::error::{Classify, ErrorClass};
 use common::jobs::{Envelope, Job};
@@ -36,55 +36,43 @@ use crate::Scheduler;
 const WEBHOOK_EVENT_RETENTION_SECS: f64 = 4.0 * 86_400.0;
 
 /// Configuration of the incoming sync scheduling.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct FetchConfig {
-    /// `FETCH_INTERVAL_SECS`: default interval between incremental fetches of a connector
-    /// (its `fetch_interval_minutes` setting wins).
+    /// Seconds between incremental fetches of a connector (its fetch_interval_minutes setting
+    /// wins)
+    #[arg(env = "FETCH_INTERVAL_SECS", default_value = "300", value_parser = config::seconds)]
     pub interval: Duration,
-    /// `FETCH_OVERLAP_SECS`: how far before the cursor an incremental fetch starts.
+    /// Seconds before the cursor an incremental fetch re-reads
+    #[arg(env = "FETCH_OVERLAP_SECS", default_value = "300", value_parser = config::seconds)]
     pub overlap: Duration,
-    /// `FETCH_PAGE_SIZE`: leads per search page.
+    /// Leads per Close search page (at most 200)
+    #[arg(env = "FETCH_PAGE_SIZE", default_value = "200", value_parser = page_size)]
     pub page_size: i32,
-    /// `FETCH_WINDOWS`: time windows a full import (or a long incremental range) is split into,
-    /// read in parallel by the workers.
+    /// Time windows a full import (or a long incremental range) is split into, read in
+    /// parallel by the workers
+    #[arg(env = "FETCH_WINDOWS", default_value = "8", value_parser = config::positive::<i32>)]
     pub windows: i32,
-    /// `FETCH_SPLIT_SECS`: incremental ranges longer than this are split into windows too.
+    /// Incremental ranges longer than this many seconds are split into windows too
+    #[arg(env = "FETCH_SPLIT_SECS", default_value = "3600", value_parser = config::seconds)]
     pub split_after: Duration,
-    /// `FETCH_LEASE_SECS`: a run that makes no progress for this long is abandoned.
+    /// A fetch run without progress for this many seconds is abandoned
+    #[arg(env = "FETCH_LEASE_SECS", default_value = "900", value_parser = config::seconds)]
     pub lease: Duration,
-    /// `PUBLIC_URL`: ingest's public base URL, where Close delivers webhooks. Without it no
-    /// subscription is made (polling only).
+    /// Ingest's public base URL, where Close delivers webhooks (none: polling only)
+    #[arg(env = "PUBLIC_URL", value_parser = config::http_url)]
     pub public_url: Option<String>,
-    /// `WEBHOOK_CHECK_SECS`: how often each connector's subscription is verified.
+    /// Seconds between checks of a connector's Close webhook subscription
+    #[arg(env = "WEBHOOK_CHECK_SECS", default_value = "900", value_parser = config::seconds)]
     pub webhook_check: Duration,
 }
 
-impl FetchConfig {
-    /// Reads and validates the variables.
-    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
-        let page_size: i32 = config::positive_or(src, "FETCH_PAGE_SIZE", 200)?;
-        if page_size > 200 {
-            return Err(ConfigError {
-                var: "FETCH_PAGE_SIZE",
-                value: page_size.to_string(),
-                reason: "Close returns at most 200 results per search page".into(),
-            });
-        }
-        let public_url = match src.get("PUBLIC_URL").filter(|v| !v.trim().is_empty()) {
-            None => None,
-            Some(v) => Some(config::url_or(src, "PUBLIC_URL", &v, &["http", "https"])?),
-        };
-        Ok(FetchConfig {
-            interval: config::secs_or(src, "FETCH_INTERVAL_SECS", 300.0)?,
-            overlap: config::secs_or(src, "FETCH_OVERLAP_SECS", 300.0)?,
-            page_size,
-            windows: config::positive_or(src, "FETCH_WINDOWS", 8)?,
-            split_after: config::secs_or(src, "FETCH_SPLIT_SECS", 3600.0)?,
-            lease: config::secs_or(src, "FETCH_LEASE_SECS", 900.0)?,
-            public_url,
-            webhook_check: config::secs_or(src, "WEBHOOK_CHECK_SECS", 900.0)?,
-        })
+/// `FETCH_PAGE_SIZE`: Close returns at most 200 results per search page.
+fn page_size(raw: &str) -> Result<i32, String> {
+    let size: i32 = config::positive(raw)?;
+    if size > 200 {
+        return Err("Close returns at most 200 results per search page".into());
     }
+    Ok(size)
 }
 
 /// What one pass of the incoming scheduling did.

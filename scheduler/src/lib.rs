@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use common::clients::Clients;
 use common::closeio::CloseClient;
-use common::config::{self, CommonConfig, ConfigError, Source};
+use common::config::{self, CommonConfig, ConfigError, Settings, Source};
 use common::hull::HullClient;
 use common::queue::Queue;
 use common::store::Store;
@@ -22,109 +22,48 @@ use common::store::Store;
 pub const LEADER_LOCK_KEY: i64 = 0x636c_6f73_6569_6f01;
 
 /// Scheduler configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerConfig {
     /// Shared settings.
+    #[command(flatten)]
     pub common: CommonConfig,
-    /// `SCHEDULER_LISTEN`: `/metrics`, `/healthz`, `/readyz`.
+    /// Address of /metrics, /healthz and /readyz
+    #[arg(env = "SCHEDULER_LISTEN", default_value = "127.0.0.1:9102")]
     pub listen: SocketAddr,
-    /// `SCHEDULER_TICK_SECS`.
+    /// Seconds between scheduler passes
+    #[arg(env = "SCHEDULER_TICK_SECS", default_value = "5", value_parser = config::seconds)]
     pub tick: Duration,
-    /// `STATUS_INTERVAL_SECS`: how often each connector's status is checked.
+    /// Seconds between status checks of a connector
+    #[arg(env = "STATUS_INTERVAL_SECS", default_value = "1800", value_parser = config::seconds)]
     pub status_interval: Duration,
-    /// `METADATA_REFRESH_SECS`: how often Close metadata is refreshed.
+    /// Seconds between refreshes of a connector's Close metadata
+    #[arg(env = "METADATA_REFRESH_SECS", default_value = "3600", value_parser = config::seconds)]
     pub metadata_interval: Duration,
-    /// `RETRY_BATCH`: due retries republished per tick at most.
+    /// Due retries republished per pass at most
+    #[arg(env = "RETRY_BATCH", default_value = "500", value_parser = config::positive::<i64>)]
     pub retry_batch: i64,
-    /// `BROKER_DEAD_LETTER_IMPORT_SECS`.
-    pub broker_import: std::time::Duration,
+    /// Seconds between imports of the broker's dead letters into Postgres
+    #[arg(env = "BROKER_DEAD_LETTER_IMPORT_SECS", default_value = "60", value_parser = config::seconds)]
+    pub broker_import: Duration,
     /// Incoming sync scheduling (`FETCH_*`, `PUBLIC_URL`, `WEBHOOK_CHECK_SECS`).
+    #[command(flatten)]
     pub fetch: fetch::FetchConfig,
+    /// The HTTP admin API (`ADMIN_LISTEN`, `ADMIN_TOKEN`).
+    #[command(flatten)]
+    pub admin: common::admin::AdminConfig,
 }
 
-/// Scheduler-specific variables for `--help`.
-pub const VARS: &[(&str, &str, &str)] = &[
-    (
-        "SCHEDULER_LISTEN",
-        "127.0.0.1:9102",
-        "address of /metrics, /healthz and /readyz",
-    ),
-    (
-        "SCHEDULER_TICK_SECS",
-        "5",
-        "seconds between scheduler passes",
-    ),
-    (
-        "STATUS_INTERVAL_SECS",
-        "1800",
-        "seconds between status checks of a connector",
-    ),
-    (
-        "METADATA_REFRESH_SECS",
-        "3600",
-        "seconds between refreshes of a connector's Close metadata",
-    ),
-    (
-        "RETRY_BATCH",
-        "500",
-        "due retries republished per pass at most",
-    ),
-    (
-        "BROKER_DEAD_LETTER_IMPORT_SECS",
-        "60",
-        "seconds between imports of the broker's dead letters into Postgres",
-    ),
-    (
-        "FETCH_INTERVAL_SECS",
-        "300",
-        "seconds between incremental fetches (setting fetch_interval_minutes wins)",
-    ),
-    (
-        "FETCH_OVERLAP_SECS",
-        "300",
-        "seconds before the cursor an incremental fetch re-reads",
-    ),
-    ("FETCH_PAGE_SIZE", "200", "leads per Close search page"),
-    (
-        "FETCH_WINDOWS",
-        "8",
-        "time windows a full import is split into (read in parallel)",
-    ),
-    (
-        "FETCH_SPLIT_SECS",
-        "3600",
-        "incremental ranges longer than this are split into windows too",
-    ),
-    (
-        "FETCH_LEASE_SECS",
-        "900",
-        "a fetch run without progress for this long is abandoned",
-    ),
-    (
-        "PUBLIC_URL",
-        "(none)",
-        "ingest's public base URL for Close webhooks (none: polling only)",
-    ),
-    (
-        "WEBHOOK_CHECK_SECS",
-        "900",
-        "seconds between checks of a connector's Close webhook subscription",
-    ),
-];
+impl Settings for SchedulerConfig {
+    fn finish(&mut self, src: &dyn Source) -> Result<(), ConfigError> {
+        self.common.finish(src)?;
+        self.common.require_organizations()
+    }
+}
 
 impl SchedulerConfig {
     /// Reads and validates the configuration.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
-        Ok(SchedulerConfig {
-            common: CommonConfig::for_hull_service(src)?,
-            listen: config::addr_or(src, "SCHEDULER_LISTEN", "127.0.0.1:9102")?,
-            tick: config::secs_or(src, "SCHEDULER_TICK_SECS", 5.0)?,
-            status_interval: config::secs_or(src, "STATUS_INTERVAL_SECS", 1800.0)?,
-            metadata_interval: config::secs_or(src, "METADATA_REFRESH_SECS", 3600.0)?,
-            retry_batch: config::positive_or(src, "RETRY_BATCH", 500i64)?,
-            broker_import: config::secs_or(src, "BROKER_DEAD_LETTER_IMPORT_SECS", 60.0)?,
-            fetch: fetch::FetchConfig::from_source(src)?,
-        })
+        config::load(src)
     }
 }
 

@@ -1,36 +1,21 @@
 //! `closeio-scheduler`: due retries, status checks and metadata refreshes (one active instance).
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use common::config::{describe, Env, COMMON_VARS};
 use common::startup::Startup;
 use scheduler::{Scheduler, SchedulerConfig};
 
-fn help() -> String {
-    format!(
-        "{}\n{}\n{}",
-        describe(COMMON_VARS),
-        describe(scheduler::VARS),
-        describe(common::admin::VARS)
-    )
-}
-
-/// Runs periodic work: republishes due retries, checks connector status, refreshes Close
-/// metadata. Only one instance is active at a time. Configured by environment variables.
-#[derive(Parser)]
-#[command(name = "closeio-scheduler", version, after_help = help())]
-struct Cli {}
+/// The first line of `--help`.
+const ABOUT: &str = "Runs periodic work: republishes due retries, checks connector status, refreshes Close metadata, schedules the incoming sync. Only one instance is active at a time. Configured by environment variables (each also a flag named after it).";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let _ = Cli::parse();
     let start = Startup::new("closeio-scheduler");
     run(start).await.unwrap_or_else(|code| code)
 }
 
 async fn run(start: Startup) -> Result<std::process::ExitCode, std::process::ExitCode> {
-    let cfg = start.configure(SchedulerConfig::from_source(&Env), |c| &c.common)?;
+    let cfg = start.configure::<SchedulerConfig>(ABOUT, |c| &c.common)?;
     let scheduler = Scheduler::new(cfg.clone()).map_err(|e| start.fail(e))?;
     start.check_key(&scheduler.store).await?;
     let shutdown = start.shutdown_on_signal();
@@ -43,7 +28,7 @@ async fn run(start: Startup) -> Result<std::process::ExitCode, std::process::Exi
             &shutdown,
         )
         .await?;
-    start_admin_api(&scheduler, &shutdown).await?;
+    start_admin_api(&scheduler, &cfg.admin, &shutdown).await?;
     tracing::info!(listen = %cfg.listen, "closeio-scheduler started");
     Ok(start.finish(scheduler.run(shutdown).await))
 }
@@ -52,13 +37,10 @@ async fn run(start: Startup) -> Result<std::process::ExitCode, std::process::Exi
 /// replica, active or waiting: it only reads and replays).
 async fn start_admin_api(
     scheduler: &Scheduler,
+    cfg: &common::admin::AdminConfig,
     shutdown: &CancellationToken,
 ) -> Result<(), std::process::ExitCode> {
-    let cfg = common::admin::AdminConfig::from_source(&Env).map_err(|e| {
-        eprintln!("closeio-scheduler: {e}");
-        std::process::ExitCode::from(2)
-    })?;
-    let Some(token) = cfg.token else {
+    let Some(token) = cfg.token.clone() else {
         tracing::info!("ADMIN_TOKEN is not set: the admin API is off");
         return Ok(());
     };

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde_yaml::Value;
+use common::config::{variables, Variable};
+use serde_yaml_ng::Value;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,19 +40,25 @@ fn workspace_binaries() -> BTreeSet<String> {
     out
 }
 
-/// Variables read through the configuration tables, clap `env = "..."` attributes and the demo
-/// script.
+/// Every variable a binary of the workspace declares (shared ones once), in declaration order.
+fn declared_variables() -> Vec<Variable> {
+    let mut seen = BTreeSet::new();
+    [
+        variables::<common::config::CommonConfig>(),
+        variables::<ingest::IngestConfig>(),
+        variables::<worker::WorkerConfig>(),
+        variables::<scheduler::SchedulerConfig>(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|v| seen.insert(v.name.clone()))
+    .collect()
+}
+
+/// Variables the binaries declare, plus the simulators' (clap `env = "..."` attributes) and
+/// the demo script's.
 fn known_variables() -> BTreeSet<String> {
-    let mut vars: BTreeSet<String> = BTreeSet::new();
-    for table in [
-        common::config::COMMON_VARS,
-        ingest::config::VARS,
-        worker::config::VARS,
-        scheduler::VARS,
-        common::admin::VARS,
-    ] {
-        vars.extend(table.iter().map(|(n, _, _)| n.to_string()));
-    }
+    let mut vars: BTreeSet<String> = declared_variables().into_iter().map(|v| v.name).collect();
     let sandbox_main = read("sandbox/src/main.rs");
     for part in sandbox_main.split("env = \"").skip(1) {
         vars.insert(part.split('"').next().unwrap().to_string());
@@ -63,9 +70,21 @@ fn known_variables() -> BTreeSet<String> {
     vars
 }
 
+/// The rows of docs/configuration.md's tables: variable → default cell.
+fn documented_variables() -> Vec<(String, String)> {
+    read("docs/configuration.md")
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_string(), cells.get(2)?.to_string()))
+        })
+        .collect()
+}
+
 fn compose() -> Value {
     let mut v: Value =
-        serde_yaml::from_str(&read("docker-compose.yml")).expect("docker-compose.yml parses");
+        serde_yaml_ng::from_str(&read("docker-compose.yml")).expect("docker-compose.yml parses");
     v.apply_merge().expect("merge keys resolve");
     // Merges inside services (the `<<: *env` of environment maps) need a second pass per service.
     if let Some(services) = v.get_mut("services").and_then(Value::as_mapping_mut) {
@@ -162,21 +181,45 @@ fn compose_commands_and_variables_exist_in_the_code() {
 }
 
 #[test]
-fn configuration_doc_lists_every_variable() {
-    let doc = read("docs/configuration.md");
-    for table in [
-        common::config::COMMON_VARS,
-        ingest::config::VARS,
-        worker::config::VARS,
-        scheduler::VARS,
-        common::admin::VARS,
-    ] {
-        for (name, _, _) in table {
-            assert!(
-                doc.contains(&format!("`{name}`")),
-                "docs/configuration.md does not document {name}"
-            );
+fn every_binary_declares_a_valid_command() {
+    // clap's own consistency checks (unique names and flags, valid defaults).
+    common::config::command::<common::config::CommonConfig>("closeio-ctl").debug_assert();
+    common::config::command::<ingest::IngestConfig>("closeio-ingest").debug_assert();
+    common::config::command::<worker::WorkerConfig>("closeio-worker").debug_assert();
+    common::config::command::<scheduler::SchedulerConfig>("closeio-scheduler").debug_assert();
+}
+
+#[test]
+fn configuration_doc_matches_the_declared_variables() {
+    let documented = documented_variables();
+    let declared = declared_variables();
+    for var in &declared {
+        let Some((_, default_cell)) = documented.iter().find(|(name, _)| *name == var.name) else {
+            panic!("docs/configuration.md does not document {}", var.name);
+        };
+        match var.default.as_deref() {
+            // A real default: the doc shows exactly that value.
+            Some(default) if !default.is_empty() => assert_eq!(
+                default_cell,
+                &format!("`{default}`"),
+                "docs/configuration.md gives {} a default the code does not have",
+                var.name
+            ),
+            // No default: the doc says what happens instead (none, required, derived), in words.
+            _ => assert!(
+                !default_cell.starts_with('`'),
+                "docs/configuration.md gives {} a default ({default_cell}) but the code has none",
+                var.name
+            ),
         }
+    }
+    // And nothing is documented that no binary reads (the tests' own variables aside).
+    let names: BTreeSet<&str> = declared.iter().map(|v| v.name.as_str()).collect();
+    for (name, _) in &documented {
+        assert!(
+            names.contains(name.as_str()) || name.starts_with("TEST_"),
+            "docs/configuration.md documents {name}, which no binary declares"
+        );
     }
 }
 

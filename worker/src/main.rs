@@ -1,34 +1,21 @@
 //! `closeio-worker`: consumes sync jobs and applies them to Close and Hull.
 
-use clap::Parser;
 use std::process::ExitCode;
 
-use common::config::{describe, Env, COMMON_VARS};
 use common::startup::Startup;
 use worker::{Worker, WorkerConfig};
 
-fn help() -> String {
-    format!(
-        "{}\n{}",
-        describe(COMMON_VARS),
-        describe(worker::config::VARS)
-    )
-}
-
-/// Consumes jobs from RabbitMQ and syncs Hull with Close. Configured by environment variables.
-#[derive(Parser)]
-#[command(name = "closeio-worker", version, after_help = help())]
-struct Cli {}
+/// The first line of `--help`.
+const ABOUT: &str = "Consumes jobs from RabbitMQ and syncs Hull with Close. Configured by environment variables (each also a flag named after it).";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _ = Cli::parse();
     let start = Startup::new("closeio-worker");
     run(start).await.unwrap_or_else(|code| code)
 }
 
 async fn run(start: Startup) -> Result<ExitCode, ExitCode> {
-    let cfg = start.configure(WorkerConfig::from_source(&Env), |c| &c.common)?;
+    let cfg = start.configure::<WorkerConfig>(ABOUT, |c| &c.common)?;
     let worker = Worker::new(cfg.clone()).map_err(|e| start.fail(e))?;
     start.check_key(&worker.ctx().store).await?;
     let shutdown = start.shutdown_on_signal();

@@ -1,14 +1,25 @@
-//! Configuration from environment variables.
+//! Configuration from environment variables, declared once.
 //!
-//! Every variable has a default for local use. Values are validated when a process starts; a
-//! bad value stops it with a [`ConfigError`] that names the variable. `docs/configuration.md`
-//! lists every variable; [`describe`] renders the same table for `--help`.
+//! Each group of settings is a struct deriving [`clap::Args`]: every field names its variable
+//! (`env = "..."`), its default and its parser, and its doc comment is the `--help` text. That
+//! declaration is the only one: [`load`] reads it from a [`Source`] (the process environment, or
+//! a map in tests), `--help` prints it, and a test checks `docs/configuration.md` against it.
+//! Values are validated when a process starts; a bad value stops it with a [`ConfigError`] that
+//! names the variable. Checks that involve several variables live in [`Settings::finish`].
+//!
+//! An empty variable counts as unset. Each variable can also be given as a flag named after it
+//! (`WORKER_CONCURRENCY` is `--worker-concurrency`); a flag wins over the environment.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
 use base64::Engine;
+use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue};
+use clap::ArgAction;
 
 use crate::allowlist::HostAllowList;
 
@@ -45,130 +56,221 @@ impl Source for Env {
     }
 }
 
-impl Source for std::collections::HashMap<String, String> {
+impl Source for HashMap<String, String> {
     fn raw(&self, name: &str) -> Option<String> {
-        std::collections::HashMap::get(self, name).cloned()
+        HashMap::get(self, name).cloned()
     }
 }
 
-/// Reads a variable with `FromStr`, falling back to `default` when unset.
-pub fn parse_or<T: FromStr>(
-    src: &dyn Source,
-    var: &'static str,
-    default: T,
-) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match src.get(var) {
-        None => Ok(default),
-        Some(raw) => raw.trim().parse::<T>().map_err(|e| ConfigError {
-            var,
-            value: raw.clone(),
-            reason: e.to_string(),
-        }),
+/// A group of settings: a [`clap::Args`] struct whose every argument declares its variable,
+/// plus the checks that involve several variables.
+pub trait Settings: clap::Args + clap::FromArgMatches + Sized {
+    /// Checks and derived values across variables, run once every value has parsed. `src` is
+    /// where the values came from (to tell "set but empty" from "unset" where that matters).
+    fn finish(&mut self, _src: &dyn Source) -> Result<(), ConfigError> {
+        Ok(())
     }
 }
 
-/// Reads an optional variable with `FromStr`.
-pub fn parse_opt<T: FromStr>(src: &dyn Source, var: &'static str) -> Result<Option<T>, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match src.get(var) {
-        None => Ok(None),
-        Some(raw) => raw.trim().parse::<T>().map(Some).map_err(|e| ConfigError {
-            var,
-            value: raw.clone(),
-            reason: e.to_string(),
-        }),
-    }
+/// `WORKER_CONCURRENCY` → `worker-concurrency`.
+fn flag_name(var: &str) -> String {
+    var.to_ascii_lowercase().replace('_', "-")
 }
 
-/// Reads a string, falling back to `default`.
-pub fn string_or(src: &dyn Source, var: &'static str, default: &str) -> String {
-    src.get(var).unwrap_or_else(|| default.to_string())
-}
-
-/// Reads a boolean (`true/false/1/0/yes/no/on/off`).
-pub fn bool_or(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-    match src.get(var) {
-        None => Ok(default),
-        Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(ConfigError {
-                var,
-                value: raw,
-                reason: "expected true or false".into(),
-            }),
-        },
-    }
-}
-
-/// Reads a positive number, falling back to `default`.
-pub fn positive_or<T>(src: &dyn Source, var: &'static str, default: T) -> Result<T, ConfigError>
-where
-    T: FromStr + PartialOrd + Default + Copy,
-    T::Err: std::fmt::Display,
-{
-    let v = parse_or(src, var, default)?;
-    if v <= T::default() {
-        return Err(ConfigError {
-            var,
-            value: src.get(var).unwrap_or_default(),
-            reason: "must be greater than zero".into(),
-        });
-    }
-    Ok(v)
-}
-
-/// Reads a duration given in (possibly fractional) seconds.
-pub fn secs_or(src: &dyn Source, var: &'static str, default: f64) -> Result<Duration, ConfigError> {
-    let v: f64 = parse_or(src, var, default)?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(ConfigError {
-            var,
-            value: v.to_string(),
-            reason: "expected a non-negative number of seconds".into(),
-        });
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-/// Reads a comma-separated list.
-pub fn list(src: &dyn Source, var: &'static str) -> Vec<String> {
-    src.get(var)
-        .map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
+/// The command of `T` for binary `bin`: each argument's flag and value name come from its
+/// variable. Panics if an argument declares no variable (a programming error, caught by the
+/// tests of every settings group).
+pub fn command<T: Settings>(bin: &'static str) -> clap::Command {
+    T::augment_args(clap::Command::new(bin))
+        .mut_args(|a| {
+            let var = a
+                .get_env()
+                .and_then(|e| e.to_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| panic!("setting {} declares no variable", a.get_id()));
+            a.long(flag_name(&var))
+                .value_name(var)
+                .hide_env_values(true)
         })
-        .unwrap_or_default()
+        .args_override_self(true)
 }
 
-/// Reads a URL (must parse and be http(s)/amqp/postgres as given in `schemes`).
-pub fn url_or(
-    src: &dyn Source,
-    var: &'static str,
-    default: &str,
-    schemes: &[&str],
-) -> Result<String, ConfigError> {
-    let raw = string_or(src, var, default);
-    let parsed = url::Url::parse(&raw).map_err(|e| ConfigError {
-        var,
-        value: redact_url(&raw),
-        reason: format!("not a URL: {e}"),
-    })?;
-    if !schemes.contains(&parsed.scheme()) {
-        return Err(ConfigError {
-            var,
-            value: redact_url(&raw),
-            reason: format!("scheme must be one of {}", schemes.join(", ")),
-        });
+/// One declared variable, for `--help`, docs and checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    /// Its name.
+    pub name: String,
+    /// Its default as written, if it has one.
+    pub default: Option<String>,
+    /// What it means (the field's doc comment).
+    pub help: String,
+}
+
+/// Every variable `T` declares, in declaration order.
+pub fn variables<T: Settings>() -> Vec<Variable> {
+    command::<T>("closeio")
+        .get_arguments()
+        .filter_map(|a| {
+            Some(Variable {
+                name: a.get_env()?.to_str()?.to_string(),
+                default: a
+                    .get_default_values()
+                    .first()
+                    .map(|d| d.to_string_lossy().into_owned()),
+                help: a.get_help().map(|h| h.to_string()).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Renders variables as an aligned table (for `--help` of a binary that has its own flags).
+pub fn describe(vars: &[Variable]) -> String {
+    let mut out = String::from("Environment variables:\n");
+    for v in vars {
+        let default = v.default.as_deref().unwrap_or("none");
+        out.push_str(&format!(
+            "  {:<28} {} [default: {default}]\n",
+            v.name, v.help
+        ));
     }
-    Ok(raw.trim_end_matches('/').to_string())
+    out
+}
+
+/// Why [`load_with_args`] did not give settings.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A variable's value is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The command line asked for `--help`: print this (every variable with its flag, default
+    /// and meaning) and exit successfully.
+    #[error("{0}")]
+    Help(String),
+    /// The command line asked for `--help` or `--version`, or is invalid: print it (clap
+    /// renders it) and exit with its code.
+    #[error("{0}")]
+    Cli(clap::Error),
+}
+
+/// Reads `T` from `src`.
+pub fn load<T: Settings>(src: &dyn Source) -> Result<T, ConfigError> {
+    match load_with_args::<T>("closeio", None, src, Vec::new()) {
+        Ok(t) => Ok(t),
+        Err(LoadError::Config(e)) => Err(e),
+        Err(LoadError::Help(_)) => Err(ConfigError {
+            var: "(command line)",
+            value: String::new(),
+            reason: "help was asked for".into(),
+        }),
+        Err(LoadError::Cli(e)) => Err(ConfigError {
+            var: "(command line)",
+            value: String::new(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Reads `T` from `src` and from command-line flags `cli` (which win), for binary `bin`.
+pub fn load_with_args<T: Settings>(
+    bin: &'static str,
+    about: Option<&'static str>,
+    src: &dyn Source,
+    cli: Vec<OsString>,
+) -> Result<T, LoadError> {
+    let declared = command::<T>(bin).version(env!("CARGO_PKG_VERSION"));
+    let declared = match about {
+        Some(text) => declared.about(text),
+        None => declared,
+    };
+    let mut declared = declared;
+    if cli.iter().any(|a| a == "--help" || a == "-h") {
+        // Help whatever the environment holds (even a value that would not parse).
+        return Err(LoadError::Help(declared.render_long_help().to_string()));
+    }
+    let mut argv: Vec<OsString> = vec![bin.into()];
+    let mut given: HashMap<String, String> = HashMap::new();
+    for arg in declared.get_arguments() {
+        let (Some(var), Some(flag)) = (arg.get_env().and_then(|e| e.to_str()), arg.get_long())
+        else {
+            continue;
+        };
+        if let Some(value) = src.get(var) {
+            argv.push(format!("--{flag}={}", value.trim()).into());
+            given.insert(var.to_string(), value);
+        }
+    }
+    let from_cli = !cli.is_empty();
+    argv.extend(cli);
+    // Values come from `src` only: the process environment is read through `Env`, so that
+    // tests never see it and an empty variable counts as unset.
+    let parser = declared.mut_args(|a| a.env(None::<&'static str>));
+    let matches = match parser.clone().try_get_matches_from(argv) {
+        Ok(m) => m,
+
+        Err(e) => return Err(clap_error(&parser, &given, from_cli, e)),
+    };
+    let mut settings =
+        T::from_arg_matches(&matches).map_err(|e| clap_error(&parser, &given, from_cli, e))?;
+    settings.finish(src)?;
+    Ok(settings)
+}
+
+/// Turns a parse error into a [`ConfigError`] naming the variable, or keeps it as a command-line
+/// answer (help, version, an unknown flag).
+fn clap_error(
+    cmd: &clap::Command,
+    given: &HashMap<String, String>,
+    from_cli: bool,
+    e: clap::Error,
+) -> LoadError {
+    use clap::error::ErrorKind;
+    let invalid_arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let var = invalid_arg.as_deref().and_then(|s| {
+        cmd.get_arguments()
+            .filter_map(|a| a.get_long())
+            .find(|flag| s.starts_with(&format!("--{flag} ")) || *s == format!("--{flag}"))
+            .map(|flag| flag.to_ascii_uppercase().replace('-', "_"))
+    });
+    let value_error = matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    );
+    match var {
+        Some(var) if value_error && (!from_cli || given.contains_key(&var)) => {
+            let reason = match std::error::Error::source(&e) {
+                Some(inner) => inner.to_string(),
+                None => match e.get(ContextKind::ValidValue) {
+                    Some(ContextValue::Strings(v)) => format!("expected one of: {}", v.join(", ")),
+                    _ => e.kind().to_string(),
+                },
+            };
+            let raw = given.get(&var).cloned().unwrap_or_default();
+            LoadError::Config(ConfigError {
+                value: shown_value(&var, &raw),
+                // Error paths only, once per failed start: the name must outlive the command.
+                var: Box::leak(var.into_boxed_str()),
+                reason,
+            })
+        }
+        _ => LoadError::Cli(e),
+    }
+}
+
+/// A value as it may appear in an error message: secrets are never echoed, URLs lose their
+/// password.
+fn shown_value(var: &str, raw: &str) -> String {
+    if ["KEY", "TOKEN", "SECRET", "PASSWORD"]
+        .iter()
+        .any(|w| var.contains(w))
+        && !var.ends_with("_HOSTS")
+    {
+        "***".into()
+    } else {
+        redact_url(raw)
+    }
 }
 
 /// A URL with its password replaced, for error messages and logs.
@@ -182,41 +284,175 @@ pub fn redact_url(raw: &str) -> String {
     }
 }
 
+// ----- value parsers (used in `value_parser = ...` of the settings structs) -----
+
+/// A number greater than zero.
+pub fn positive<T>(s: &str) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + Default,
+    T::Err: Display,
+{
+    let v: T = s.parse().map_err(|e: T::Err| e.to_string())?;
+    if v <= T::default() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(v)
+}
+
+/// A duration in (possibly fractional) seconds, not negative.
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|e: std::num::ParseFloatError| e.to_string())?;
+    if !v.is_finite() || v < 0.0 {
+        return Err("expected a non-negative number of seconds".into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// A duration in whole milliseconds.
+pub fn millis(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| e.to_string())
+}
+
+/// A boolean: `true/false`, `1/0`, `yes/no`, `on/off` (any case).
+pub fn boolean() -> BoolishValueParser {
+    BoolishValueParser::new()
+}
+
+/// The action of a boolean variable: it takes a value (`LOCAL_MODE=true`), it is not a bare flag.
+pub const BOOL: ArgAction = ArgAction::Set;
+
+/// A URL with one of `schemes`, without a trailing slash.
+pub fn url_with(
+    schemes: &'static [&'static str],
+) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
+    move |raw: &str| {
+        let parsed = url::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+        if !schemes.contains(&parsed.scheme()) {
+            return Err(format!("scheme must be one of {}", schemes.join(", ")));
+        }
+        Ok(raw.trim_end_matches('/').to_string())
+    }
+}
+
+/// An http(s) URL.
+pub fn http_url(raw: &str) -> Result<String, String> {
+    url_with(&["http", "https"])(raw)
+}
+
+/// A comma-separated list of hosts (`host`, `host:port`, `*.domain`).
+pub fn host_list(raw: &str) -> Result<HostAllowList, String> {
+    let items: Vec<String> = raw
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    HostAllowList::parse("", &items).map_err(|e| e.reason)
+}
+
+/// 32 bytes in base64.
+pub fn key32(raw: &str) -> Result<[u8; 32], String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("must decode to 32 bytes, got {}", b.len()))
+}
+
+/// A name usable in exchange and queue names.
+fn queue_prefix(raw: &str) -> Result<String, String> {
+    if raw.is_empty()
+        || !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err("only letters, digits, '-', '_' and '.' are allowed".into());
+    }
+    Ok(raw.to_string())
+}
+
+// ----- the settings every binary shares -----
+
+/// The development key used when `ENCRYPTION_KEY` is unset in local mode. Outside local mode
+/// a process refuses to start with it (or without a key).
+pub const DEV_ENCRYPTION_KEY: &str = "ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE=";
+
 /// Settings every binary shares.
-#[derive(Clone)]
+#[derive(Clone, clap::Args)]
 pub struct CommonConfig {
-    /// `DATABASE_URL`
+    /// Postgres connection URL (postgres:// or postgresql://)
+    #[arg(
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/closeio_sync",
+        value_parser = url_with(&["postgres", "postgresql"])
+    )]
     pub database_url: String,
-    /// `DATABASE_POOL_SIZE`
+    /// Connections in each process's pool
+    #[arg(env = "DATABASE_POOL_SIZE", default_value = "16", value_parser = positive::<usize>)]
     pub database_pool_size: usize,
-    /// `AMQP_URL`
+    /// RabbitMQ URL (amqp:// or amqps://)
+    #[arg(
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        value_parser = url_with(&["amqp", "amqps"])
+    )]
     pub amqp_url: String,
-    /// `QUEUE_PREFIX`: names of exchanges and queues start with it.
+    /// Prefix of every exchange and queue name
+    #[arg(env = "QUEUE_PREFIX", default_value = "closeio", value_parser = queue_prefix)]
     pub queue_prefix: String,
-    /// `ENCRYPTION_KEY`: 32 bytes, base64; encrypts Close API keys at rest.
-    pub encryption_key: [u8; 32],
-    /// `ENCRYPTION_KEY_PREVIOUS`: the key before a rotation, still accepted for reading.
-    pub encryption_key_previous: Option<[u8; 32]>,
-    /// `CLOSE_API_URL`
-    pub close_api_url: String,
-    /// `CLOSE_RATE_LIMIT_RPS`: requests per second per Close API key, per process.
-    pub close_rate_limit_rps: f64,
-    /// `CLOSE_RATE_LIMIT_BURST`: requests a key may send at once above the steady rate.
-    pub close_rate_limit_burst: u32,
-    /// `CLOSE_TIMEOUT_SECS`
-    pub close_timeout: Duration,
-    /// `HULL_PROTOCOL`: `https` (production) or `http` (the simulator).
-    pub hull_protocol: String,
-    /// `HULL_FIREHOSE_URL`: overrides the firehose URL derived from the organization.
-    pub hull_firehose_url: Option<String>,
-    /// `LOG_FORMAT`: `json` or `pretty`.
-    pub log_format: String,
-    /// `LOCAL_MODE`: a local demo or test run. Allows the development encryption key and an
-    /// unset `HULL_ORGANIZATIONS` (then any organization is accepted).
+    /// A local demo or test run: allows the development key and any Hull organization
+    #[arg(env = "LOCAL_MODE", default_value = "false", action = BOOL, value_parser = boolean())]
     pub local_mode: bool,
-    /// `HULL_ORGANIZATIONS`: the Hull organizations this deployment serves. Empty outside
-    /// local mode: nothing is accepted (fail closed).
+    /// Base64 of 32 random bytes; encrypts Close API keys and secrets at rest (required; the
+    /// development key in LOCAL_MODE)
+    #[arg(env = "ENCRYPTION_KEY", value_parser = key32)]
+    encryption_key_given: Option<[u8; 32]>,
+    /// The key in use (`ENCRYPTION_KEY`, or the development key in local mode).
+    #[arg(skip)]
+    pub encryption_key: [u8; 32],
+    /// The previous key during a rotation, still accepted for decryption
+    #[arg(env = "ENCRYPTION_KEY_PREVIOUS", value_parser = key32)]
+    pub encryption_key_previous: Option<[u8; 32]>,
+    /// Close API base URL
+    #[arg(
+        env = "CLOSE_API_URL",
+        default_value = "https://api.close.com/api/v1",
+        value_parser = http_url
+    )]
+    pub close_api_url: String,
+    /// Close requests per second per API key in this process
+    #[arg(env = "CLOSE_RATE_LIMIT_RPS", default_value = "10", value_parser = positive::<f64>)]
+    pub close_rate_limit_rps: f64,
+    /// Close requests a key may send at once above the steady rate
+    #[arg(env = "CLOSE_RATE_LIMIT_BURST", default_value = "1", value_parser = positive::<u32>)]
+    pub close_rate_limit_burst: u32,
+    /// Timeout of one Close request, in seconds
+    #[arg(env = "CLOSE_TIMEOUT_SECS", default_value = "30", value_parser = seconds)]
+    pub close_timeout: Duration,
+    /// Protocol of the Hull organization's REST API (https; http for the simulator)
+    #[arg(env = "HULL_PROTOCOL", default_value = "https", value_parser = ["http", "https"])]
+    pub hull_protocol: String,
+    /// Firehose URL override (default: derived from the organization)
+    #[arg(env = "HULL_FIREHOSE_URL", value_parser = http_url)]
+    pub hull_firehose_url: Option<String>,
+    /// Comma-separated Hull organizations served: host, host:port or *.domain (required; any
+    /// in LOCAL_MODE)
+    #[arg(env = "HULL_ORGANIZATIONS", value_parser = host_list)]
+    hull_organizations_given: Option<HostAllowList>,
+    /// The organizations served: `HULL_ORGANIZATIONS`; open when unset in local mode, empty
+    /// (nothing is accepted: fail closed) when unset outside it.
+    #[arg(skip)]
     pub hull_organizations: HostAllowList,
+    /// Log format: json or pretty
+    #[arg(env = "LOG_FORMAT", default_value = "pretty", value_parser = ["json", "pretty"])]
+    pub log_format: String,
+    /// Log filter, e.g. info,worker=debug
+    #[arg(env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
 }
 
 impl std::fmt::Debug for CommonConfig {
@@ -237,161 +473,64 @@ impl std::fmt::Debug for CommonConfig {
     }
 }
 
-/// The development key used when `ENCRYPTION_KEY` is unset in local mode. Outside local mode
-/// a process refuses to start with it (or without a key).
-pub const DEV_ENCRYPTION_KEY: &str = "ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE=";
-
-fn parse_key(
-    src: &dyn Source,
-    var: &'static str,
-    default: Option<&str>,
-) -> Result<Option<[u8; 32]>, ConfigError> {
-    if matches!(src.raw(var), Some(v) if v.trim().is_empty()) {
-        return Err(ConfigError {
-            var,
-            value: String::new(),
-            reason: "is set but empty".into(),
-        });
+impl Settings for CommonConfig {
+    fn finish(&mut self, src: &dyn Source) -> Result<(), ConfigError> {
+        if matches!(src.raw("ENCRYPTION_KEY"), Some(v) if v.trim().is_empty()) {
+            return Err(ConfigError {
+                var: "ENCRYPTION_KEY",
+                value: String::new(),
+                reason: "is set but empty".into(),
+            });
+        }
+        self.encryption_key = match (self.encryption_key_given, self.local_mode) {
+            (Some(key), false) if Some(key) == key32(DEV_ENCRYPTION_KEY).ok() => {
+                return Err(ConfigError {
+                    var: "ENCRYPTION_KEY",
+                    value: "***".into(),
+                    reason: "is the published development key; generate one with `openssl rand -base64 32` (or set LOCAL_MODE=true for a local demo)".into(),
+                })
+            }
+            (Some(key), _) => key,
+            (None, true) => key32(DEV_ENCRYPTION_KEY).unwrap_or_default(),
+            (None, false) => {
+                return Err(ConfigError {
+                    var: "ENCRYPTION_KEY",
+                    value: String::new(),
+                    reason: "is required (base64 of 32 random bytes: `openssl rand -base64 32`); set LOCAL_MODE=true for a local demo".into(),
+                })
+            }
+        };
+        self.hull_organizations = match (&self.hull_organizations_given, self.local_mode) {
+            (Some(list), _) => list.clone(),
+            (None, true) => HostAllowList::open(),
+            (None, false) => HostAllowList::default(),
+        };
+        Ok(())
     }
-    let Some(raw) = src.get(var).or(default.map(str::to_string)) else {
-        return Ok(None);
-    };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(raw.trim())
-        .map_err(|e| ConfigError {
-            var,
-            value: "***".into(),
-            reason: format!("not base64: {e}"),
-        })?;
-    let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| ConfigError {
-        var,
-        value: "***".into(),
-        reason: format!("must decode to 32 bytes, got {}", b.len()),
-    })?;
-    Ok(Some(key))
 }
 
 impl CommonConfig {
     /// Reads and validates the shared variables.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
-        let log_format = string_or(src, "LOG_FORMAT", "pretty");
-        if !matches!(log_format.as_str(), "json" | "pretty") {
-            return Err(ConfigError {
-                var: "LOG_FORMAT",
-                value: log_format,
-                reason: "expected json or pretty".into(),
-            });
-        }
-        let hull_protocol = string_or(src, "HULL_PROTOCOL", "https");
-        if !matches!(hull_protocol.as_str(), "http" | "https") {
-            return Err(ConfigError {
-                var: "HULL_PROTOCOL",
-                value: hull_protocol,
-                reason: "expected http or https".into(),
-            });
-        }
-        let queue_prefix = string_or(src, "QUEUE_PREFIX", "closeio");
-        if !queue_prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(ConfigError {
-                var: "QUEUE_PREFIX",
-                value: queue_prefix,
-                reason: "only letters, digits, '-', '_' and '.' are allowed".into(),
-            });
-        }
-        let local_mode = bool_or(src, "LOCAL_MODE", false)?;
-        let key_default = if local_mode {
-            Some(DEV_ENCRYPTION_KEY)
-        } else {
-            None
-        };
-        let encryption_key = parse_key(src, "ENCRYPTION_KEY", key_default)?.ok_or_else(|| ConfigError {
-            var: "ENCRYPTION_KEY",
-            value: String::new(),
-            reason: "is required (base64 of 32 random bytes: `openssl rand -base64 32`); set LOCAL_MODE=true for a local demo".into(),
-        })?;
-        if !local_mode
-            && src
-                .get("ENCRYPTION_KEY")
-                .is_some_and(|k| k.trim() == DEV_ENCRYPTION_KEY)
-        {
-            return Err(ConfigError {
-                var: "ENCRYPTION_KEY",
-                value: "***".into(),
-                reason: "is the published development key; generate one with `openssl rand -base64 32` (or set LOCAL_MODE=true for a local demo)".into(),
-            });
-        }
-        let orgs = list(src, "HULL_ORGANIZATIONS");
-        let hull_organizations = if orgs.is_empty() && local_mode {
-            HostAllowList::open()
-        } else {
-            HostAllowList::parse("HULL_ORGANIZATIONS", &orgs)?
-        };
-        let hull_firehose_url = match src.get("HULL_FIREHOSE_URL") {
-            None => None,
-            Some(_) => Some(url_or(src, "HULL_FIREHOSE_URL", "", &["http", "https"])?),
-        };
-        Ok(CommonConfig {
-            database_url: url_or(
-                src,
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/closeio_sync",
-                &["postgres", "postgresql"],
-            )?,
-            database_pool_size: positive_or(src, "DATABASE_POOL_SIZE", 16usize)?,
-            amqp_url: url_or(
-                src,
-                "AMQP_URL",
-                "amqp://guest:guest@127.0.0.1:5672/%2f",
-                &["amqp", "amqps"],
-            )?,
-            queue_prefix,
-            encryption_key,
-            encryption_key_previous: parse_key(src, "ENCRYPTION_KEY_PREVIOUS", None)?,
-            close_api_url: url_or(
-                src,
-                "CLOSE_API_URL",
-                "https://api.close.com/api/v1",
-                &["http", "https"],
-            )?,
-            close_rate_limit_rps: positive_or(src, "CLOSE_RATE_LIMIT_RPS", 10.0f64)?,
-            close_rate_limit_burst: positive_or(src, "CLOSE_RATE_LIMIT_BURST", 1u32)?,
-            close_timeout: secs_or(src, "CLOSE_TIMEOUT_SECS", 30.0)?,
-            hull_protocol,
-            hull_firehose_url,
-            log_format,
-            local_mode,
-            hull_organizations,
-        })
+        load(src)
     }
 
-    /// [`Self::from_source`] for a service that talks to Hull (ingest, worker, scheduler):
-    /// outside local mode it also needs `HULL_ORGANIZATIONS`, rather than failing closed on
-    /// every Hull call later.
-    pub fn for_hull_service(src: &dyn Source) -> Result<Self, ConfigError> {
-        let c = Self::from_source(src)?;
-        if c.hull_organizations.is_empty() {
+    /// For a service that talks to Hull (ingest, worker, scheduler): outside local mode it
+    /// needs `HULL_ORGANIZATIONS`, rather than failing closed on every Hull call later.
+    pub fn require_organizations(&self) -> Result<(), ConfigError> {
+        if self.hull_organizations.is_empty() {
             return Err(ConfigError {
                 var: "HULL_ORGANIZATIONS",
                 value: String::new(),
                 reason: "is required: the Hull organizations this deployment serves (e.g. *.hullapp.io); set LOCAL_MODE=true for a local demo".into(),
             });
         }
-        Ok(c)
+        Ok(())
     }
 
     /// Whether the development encryption key is in use (local mode only).
     pub fn uses_dev_key(&self) -> bool {
-        parse_key(
-            &std::collections::HashMap::new(),
-            "ENCRYPTION_KEY",
-            Some(DEV_ENCRYPTION_KEY),
-        )
-        .ok()
-        .flatten()
-        .is_some_and(|k| k == self.encryption_key)
+        key32(DEV_ENCRYPTION_KEY).is_ok_and(|k| k == self.encryption_key)
     }
 
     /// Logs what local mode relaxes; every binary calls it once at start.
@@ -412,93 +551,6 @@ impl CommonConfig {
             tracing::warn!(binary, "HULL_ORGANIZATIONS is not set: any Hull organization is accepted (local mode only)");
         }
     }
-}
-
-/// The shared variables, for `--help` output: (name, default, meaning).
-pub const COMMON_VARS: &[(&str, &str, &str)] = &[
-    (
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/closeio_sync",
-        "Postgres connection URL",
-    ),
-    ("DATABASE_POOL_SIZE", "16", "connections in the pool"),
-    (
-        "AMQP_URL",
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        "RabbitMQ URL",
-    ),
-    (
-        "QUEUE_PREFIX",
-        "closeio",
-        "prefix of exchange and queue names",
-    ),
-    (
-        "LOCAL_MODE",
-        "false",
-        "local demo/test run: allows the development key and any Hull organization",
-    ),
-    (
-        "ENCRYPTION_KEY",
-        "(required; development key in LOCAL_MODE)",
-        "base64 of 32 bytes; encrypts Close API keys at rest",
-    ),
-    (
-        "ENCRYPTION_KEY_PREVIOUS",
-        "(none)",
-        "previous key, still accepted for decryption during a rotation",
-    ),
-    (
-        "CLOSE_API_URL",
-        "https://api.close.com/api/v1",
-        "Close API base URL",
-    ),
-    (
-        "CLOSE_RATE_LIMIT_RPS",
-        "10",
-        "Close requests per second per API key in this process",
-    ),
-    (
-        "CLOSE_RATE_LIMIT_BURST",
-        "1",
-        "Close requests a key may send at once above the steady rate",
-    ),
-    ("CLOSE_TIMEOUT_SECS", "30", "timeout of one Close request"),
-    (
-        "HULL_PROTOCOL",
-        "https",
-        "protocol of the Hull organization's REST API",
-    ),
-    ("HULL_FIREHOSE_URL", "(derived)", "firehose URL override"),
-    (
-        "HULL_ORGANIZATIONS",
-        "(required; any in LOCAL_MODE)",
-        "comma-separated Hull organizations served (host, host:port, *.domain)",
-    ),
-    ("LOG_FORMAT", "pretty", "json or pretty"),
-    ("RUST_LOG", "info", "log filter"),
-];
-
-/// Renders variables as an aligned table for `--help`.
-pub fn describe(vars: &[(&str, &str, &str)]) -> String {
-    let mut out = String::from("Environment variables:\n");
-    for (name, default, meaning) in vars {
-        out.push_str(&format!("  {name:<28} {meaning} [default: {default}]\n"));
-    }
-    out
-}
-
-/// Parses a listen address variable.
-pub fn addr_or(
-    src: &dyn Source,
-    var: &'static str,
-    default: &str,
-) -> Result<SocketAddr, ConfigError> {
-    let raw = string_or(src, var, default);
-    raw.parse::<SocketAddr>().map_err(|e| ConfigError {
-        var,
-        value: raw.clone(),
-        reason: e.to_string(),
-    })
 }
 
 #[cfg(test)]
@@ -604,5 +656,83 @@ mod tests {
         let c = CommonConfig::from_source(&src(&[("AMQP_URL", "amqp://u:topsecret@h:5672/%2f")]))
             .unwrap();
         assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}
+
+#[cfg(test)]
+mod declaration_tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.entry("LOCAL_MODE".into())
+            .or_insert_with(|| "true".into());
+        m
+    }
+
+    #[test]
+    fn every_shared_setting_declares_a_variable_default_and_help() {
+        let declared = variables::<CommonConfig>();
+        let names: Vec<&str> = declared.iter().map(|v| v.name.as_str()).collect();
+        for var in [
+            "DATABASE_URL",
+            "ENCRYPTION_KEY",
+            "HULL_ORGANIZATIONS",
+            "RUST_LOG",
+        ] {
+            assert!(names.contains(&var), "{var} missing from {names:?}");
+        }
+        for v in &declared {
+            assert!(!v.help.is_empty(), "{} has no help text", v.name);
+        }
+        let pool = declared
+            .iter()
+            .find(|v| v.name == "DATABASE_POOL_SIZE")
+            .unwrap();
+        assert_eq!(pool.default.as_deref(), Some("16"));
+    }
+
+    #[test]
+    fn an_empty_variable_counts_as_unset() {
+        let c = CommonConfig::from_source(&vars(&[("DATABASE_POOL_SIZE", "  ")])).unwrap();
+        assert_eq!(c.database_pool_size, 16);
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_environment() {
+        let src = vars(&[("QUEUE_PREFIX", "from-env")]);
+        let c: CommonConfig =
+            load_with_args("closeio-x", None, &src, vec!["--queue-prefix=flag".into()]).unwrap();
+        assert_eq!(c.queue_prefix, "flag");
+        // A bad flag value names the variable too.
+        let err = load_with_args::<CommonConfig>(
+            "closeio-x",
+            None,
+            &src,
+            vec!["--database-pool-size=0".into()],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("DATABASE_POOL_SIZE"), "{err}");
+        // Help is a command-line answer, not a configuration error.
+        let help = load_with_args::<CommonConfig>("closeio-x", None, &src, vec!["--help".into()])
+            .unwrap_err();
+        assert!(
+            matches!(help, LoadError::Help(ref text) if text.contains("[env: DATABASE_URL]")),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn the_process_environment_is_not_read_from_a_map_source() {
+        // Each test runs in its own process (nextest), so this variable is seen by no other.
+        std::env::set_var("QUEUE_PREFIX", "from-the-process");
+        std::env::set_var("LOCAL_MODE", "true");
+        let c = CommonConfig::from_source(&vars(&[])).unwrap();
+        assert_eq!(c.queue_prefix, "closeio");
+        let c = CommonConfig::from_source(&Env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.queue_prefix, "from-the-process");
     }
 }

@@ -36,30 +36,31 @@ use store::{ConnectorSummary, DeadLetter, IncomingProgress, RetryRow, Store, Sto
 /// Most rows a listing returns.
 pub const MAX_LIMIT: i64 = 10_000;
 
-/// Admin API variables for `--help`.
-pub const VARS: &[(&str, &str, &str)] = &[
-    (
-        "ADMIN_LISTEN",
-        "127.0.0.1:9110",
-        "address of the HTTP admin API (separate listener)",
-    ),
-    (
-        "ADMIN_TOKEN",
-        "(unset: admin API off)",
-        "bearer token of the admin API, at least 24 characters",
-    ),
-];
-
 /// Shortest accepted admin token.
 const MIN_TOKEN_LEN: usize = 24;
 
 /// Where and how the admin API is served.
-#[derive(Clone)]
+#[derive(Clone, clap::Args)]
 pub struct AdminConfig {
-    /// `ADMIN_LISTEN`.
+    /// Address of the HTTP admin API (a separate listener)
+    #[arg(
+        id = "admin_listen",
+        env = "ADMIN_LISTEN",
+        default_value = "127.0.0.1:9110"
+    )]
     pub listen: SocketAddr,
-    /// `ADMIN_TOKEN`; `None` disables the admin API.
+    /// Bearer token of the admin API, at least 24 characters (unset: the admin API is off)
+    #[arg(id = "admin_token", env = "ADMIN_TOKEN", value_parser = admin_token)]
     pub token: Option<String>,
+}
+
+/// `ADMIN_TOKEN`: long enough not to be guessed.
+fn admin_token(raw: &str) -> Result<String, String> {
+    let token = raw.trim();
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!("must be at least {MIN_TOKEN_LEN} characters"));
+    }
+    Ok(token.to_string())
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -71,23 +72,12 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+impl config::Settings for AdminConfig {}
+
 impl AdminConfig {
     /// Reads `ADMIN_LISTEN` and `ADMIN_TOKEN`.
     pub fn from_source(src: &dyn Source) -> Result<AdminConfig, ConfigError> {
-        let token = src.get("ADMIN_TOKEN").map(|t| t.trim().to_string());
-        if let Some(t) = &token {
-            if t.len() < MIN_TOKEN_LEN {
-                return Err(ConfigError {
-                    var: "ADMIN_TOKEN",
-                    value: "***".into(),
-                    reason: format!("must be at least {MIN_TOKEN_LEN} characters"),
-                });
-            }
-        }
-        Ok(AdminConfig {
-            listen: config::addr_or(src, "ADMIN_LISTEN", "127.0.0.1:9110")?,
-            token,
-        })
+        config::load(src)
     }
 }
 

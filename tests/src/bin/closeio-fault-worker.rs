@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    common::telemetry::init_tracing(&cfg.common.log_format);
+    common::telemetry::init_tracing(&cfg.common.log_format, &cfg.common.log_filter);
     let worker = match Worker::new(cfg) {
         Ok(w) => w,
         Err(e) => {
