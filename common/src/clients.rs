@@ -1,6 +1,11 @@
 //! The connections every service builds from the shared configuration.
 
-use crate::closeio::{CloseClient, CloseClientConfig, CloseError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::closeio::{Budget, BudgetError, CloseClient, CloseClientConfig, CloseError};
 use crate::config::CommonConfig;
 use crate::crypto::SecretBox;
 use crate::hull::{HullClient, HullClientConfig, HullError};
@@ -44,13 +49,16 @@ impl Clients {
             SecretBox::new(c.encryption_key, c.encryption_key_previous),
         )?;
         let queue = Queue::lazy(&c.amqp_url, &c.queue_prefix);
-        let close = CloseClient::new(CloseClientConfig {
-            base_url: c.close_api_url.clone(),
-            timeout: c.close_timeout,
-            rate_limit_rps: c.close_rate_limit_rps,
-            burst: c.close_rate_limit_burst,
-            ..CloseClientConfig::default()
-        })?;
+        let close = CloseClient::with_budget(
+            CloseClientConfig {
+                base_url: c.close_api_url.clone(),
+                timeout: c.close_timeout,
+                rate_limit_rps: c.close_rate_limit_rps,
+                burst: c.close_rate_limit_burst,
+                ..CloseClientConfig::default()
+            },
+            Arc::new(SharedBudget(store.clone())),
+        )?;
         let hull = HullClient::new(HullClientConfig {
             protocol: c.hull_protocol.clone(),
             firehose_url: c.hull_firehose_url.clone(),
@@ -72,5 +80,56 @@ pub fn hull_credentials(c: &crate::store::Connector) -> crate::hull::HullCredent
         id: c.id.clone(),
         secret: c.secret.clone(),
         organization: c.organization.clone(),
+    }
+}
+
+/// The Close request budget in Postgres, shared by every process of the deployment (see
+/// `closeio::budget`).
+#[derive(Clone)]
+pub struct SharedBudget(pub Store);
+
+impl Budget for SharedBudget {
+    fn reserve<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+        spacing: Duration,
+        burst: u32,
+    ) -> BoxFuture<'a, Result<Duration, BudgetError>> {
+        Box::pin(async move {
+            self.0
+                .budget_reserve(key, group, spacing, burst)
+                .await
+                .map(|r| r.wait)
+                .map_err(|e| BudgetError(e.to_string()))
+        })
+    }
+
+    fn set_spacing<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+        spacing: Duration,
+    ) -> BoxFuture<'a, Result<(), BudgetError>> {
+        Box::pin(async move {
+            self.0
+                .budget_set_spacing(key, group, spacing)
+                .await
+                .map_err(|e| BudgetError(e.to_string()))
+        })
+    }
+
+    fn pause<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<(), BudgetError>> {
+        Box::pin(async move {
+            self.0
+                .budget_pause(key, group, wait)
+                .await
+                .map_err(|e| BudgetError(e.to_string()))
+        })
     }
 }

@@ -135,7 +135,7 @@ impl Stub {
 fn client_for(base_url: &str) -> CloseClient {
     CloseClient::new(CloseClientConfig {
         base_url: base_url.to_owned(),
-        rate_limit_rps: 1000.0,
+        rate_limit_rps: Some(1000.0),
         burst: 100,
         timeout: Duration::from_secs(10),
         retry_base_delay: Duration::from_millis(10),
@@ -185,9 +185,9 @@ async fn rate_limited_get_waits_for_the_decimal_reset_then_succeeds() {
 }
 
 #[tokio::test]
-async fn a_429_pauses_every_request_of_that_key() {
-    let stub = Stub::start(|hit, _| {
-        if hit.method == "POST" {
+async fn a_429_pauses_that_endpoint_group_of_the_key_and_no_other() {
+    let stub = Stub::start(|hit, n| {
+        if hit.method == "POST" && n == 0 {
             Reply::json(429, json!({})).header("ratelimit", "limit=1, remaining=0, reset=0.4")
         } else {
             Reply::json(200, json!({"id": "lead_1"}))
@@ -211,26 +211,38 @@ async fn a_429_pauses_every_request_of_that_key() {
         }
     );
 
-    let reads = (0..3).map(|_| {
+    // Writes of leads (the group that was limited) wait for the reset; reads of leads (another
+    // group, limited separately by Close) do not.
+    let writes = (0..3).map(|_| {
         let client = client.clone();
         let key = key.clone();
-        tokio::spawn(async move { client.get_lead(&key, "lead_1").await })
+        tokio::spawn(async move {
+            client
+                .update_lead(&key, "lead_1", &obj(json!({"name": "Acme 2"})))
+                .await
+        })
     });
-    for read in reads {
-        read.await.expect("join").expect("read after the pause");
+    client.get_lead(&key, "lead_1").await.expect("read");
+    for write in writes {
+        write.await.expect("join").expect("write after the pause");
     }
     let hits = stub.hits();
     let posts: Vec<&Hit> = hits.iter().filter(|h| h.method == "POST").collect();
     assert_eq!(posts.len(), 1, "a POST is never re-sent by the client");
     let paused_from = posts[0].at;
-    let gets: Vec<&Hit> = hits.iter().filter(|h| h.method == "GET").collect();
-    assert_eq!(gets.len(), 3);
-    for get in gets {
+    let puts: Vec<&Hit> = hits.iter().filter(|h| h.method == "PUT").collect();
+    assert_eq!(puts.len(), 3);
+    for put in puts {
         assert!(
-            get.at.duration_since(paused_from) >= Duration::from_millis(400),
-            "requests of a paused key wait for the reset"
+            put.at.duration_since(paused_from) >= Duration::from_millis(400),
+            "requests of the paused group wait for the reset"
         );
     }
+    let get = hits.iter().find(|h| h.method == "GET").expect("the read");
+    assert!(
+        get.at.duration_since(paused_from) < Duration::from_millis(400),
+        "another group is not held"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! The Close HTTP client core: configuration, authentication, per-key throttling, the single
-//! request attempt, read retries, metrics and tracing. Endpoint methods live in `api.rs`.
+//! The Close HTTP client core: configuration, authentication, pacing by the shared request
+//! budget (see [`crate::budget`]), the single request attempt, read retries, metrics and
+//! tracing. Endpoint methods live in `api.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,12 +11,16 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::budget::{Budget, Learner, LocalBudget};
 use super::error::CloseError;
 use super::model::{ApiKey, ListPage};
-use super::rate_limit::{proactive_wait, rate_limit_wait, KeyThrottle};
+use super::rate_limit::{parse_rate_limit_header, proactive_wait, rate_limit_wait};
 
 /// Default Close API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.close.com/api/v1";
+
+/// Requests per second of a group before Close's `RateLimit` header has been seen.
+pub const DEFAULT_INITIAL_RPS: f64 = 10.0;
 
 /// Page size used when listing (`_limit`).
 pub(crate) const PAGE_SIZE: usize = 100;
@@ -32,10 +37,12 @@ pub struct CloseClientConfig {
     pub timeout: Duration,
     /// TCP/TLS connect timeout.
     pub connect_timeout: Duration,
-    /// Steady request rate allowed per API key (requests per second).
-    pub rate_limit_rps: f64,
-    /// Burst allowed above the steady rate per API key. 1 (the default) spaces requests evenly,
-    /// which keeps a key inside Close's windowed limits without 429s.
+    /// Optional ceiling on the request rate of each endpoint group of a key (requests per
+    /// second); also the rate before Close's headers have taught the group's limit. `None`:
+    /// [`DEFAULT_INITIAL_RPS`] at first, then whatever Close allows.
+    pub rate_limit_rps: Option<f64>,
+    /// Burst allowed above the steady rate per key and group. 1 (the default) spaces requests
+    /// evenly, which keeps a key inside Close's windowed limits without 429s.
     pub burst: u32,
     /// `User-Agent` header.
     pub user_agent: String,
@@ -51,7 +58,7 @@ impl Default for CloseClientConfig {
             base_url: DEFAULT_BASE_URL.to_owned(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            rate_limit_rps: 10.0,
+            rate_limit_rps: None,
             burst: 1,
             user_agent: concat!("closeio-sync/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_read_attempts: 3,
@@ -148,12 +155,18 @@ impl<'a> Call<'a> {
 struct Inner {
     http: reqwest::Client,
     base: Url,
-    throttle: KeyThrottle,
+    budget: Arc<dyn Budget>,
+    learner: Learner,
+    /// Spacing of a group not learned yet.
+    initial_spacing: Duration,
+    ceiling_rps: Option<f64>,
+    burst: u32,
     backoff: ExponentialBuilder,
 }
 
-/// Client of the Close REST API. Cheap to clone; clones share the HTTP pool and the per-key
-/// throttle (rate limiter and 429 pauses).
+/// Client of the Close REST API. Cheap to clone; clones share the HTTP pool and the request
+/// budget (pacing per key and endpoint group, and 429 pauses; shared with other processes when
+/// the budget is).
 ///
 /// Writes (POST/PUT/DELETE) are sent exactly once: a failed write is never re-sent by the
 /// client; check [`CloseError::is_ambiguous_write`] and look the object up before retrying.
@@ -172,8 +185,17 @@ impl std::fmt::Debug for CloseClient {
 }
 
 impl CloseClient {
-    /// Builds a client; fails on an unusable base URL or rate settings.
+    /// Builds a client paced by a budget of this process only; fails on an unusable base URL
+    /// or rate settings.
     pub fn new(config: CloseClientConfig) -> Result<Self, CloseError> {
+        Self::with_budget(config, Arc::new(LocalBudget::new()))
+    }
+
+    /// Builds a client paced by `budget` (shared by every process that uses the same one).
+    pub fn with_budget(
+        config: CloseClientConfig,
+        budget: Arc<dyn Budget>,
+    ) -> Result<Self, CloseError> {
         let base = Url::parse(&config.base_url)
             .map_err(|e| CloseError::InvalidConfig(format!("base_url: {e}")))?;
         if base.cannot_be_a_base() {
@@ -182,8 +204,20 @@ impl CloseClient {
                 config.base_url
             )));
         }
-        let throttle = KeyThrottle::new(config.rate_limit_rps, config.burst)
-            .map_err(CloseError::InvalidConfig)?;
+        let initial_rps = match config.rate_limit_rps {
+            Some(rps) if !rps.is_finite() || rps <= 0.0 => {
+                return Err(CloseError::InvalidConfig(format!(
+                    "rate_limit_rps must be a positive number, got {rps}"
+                )))
+            }
+            Some(rps) => rps,
+            None => DEFAULT_INITIAL_RPS,
+        };
+        if config.burst == 0 {
+            return Err(CloseError::InvalidConfig("burst must be at least 1".into()));
+        }
+        let initial_spacing = Duration::try_from_secs_f64(1.0 / initial_rps)
+            .map_err(|e| CloseError::InvalidConfig(format!("rate_limit_rps: {e}")))?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
@@ -199,7 +233,11 @@ impl CloseClient {
             inner: Arc::new(Inner {
                 http,
                 base,
-                throttle,
+                budget,
+                learner: Learner::default(),
+                initial_spacing,
+                ceiling_rps: config.rate_limit_rps,
+                burst: config.burst,
                 backoff,
             }),
         })
@@ -215,7 +253,7 @@ impl CloseClient {
             .retry(self.inner.backoff)
             .sleep(tokio::time::sleep)
             .when(CloseError::is_transient)
-            // After a 429 the key's pause already holds the next attempt until the reset.
+            // After a 429 the group's pause already holds the next attempt until the reset.
             .adjust(|err, delay| match err {
                 CloseError::RateLimited { .. } => delay.map(|_| Duration::ZERO),
                 _ => delay,
@@ -283,10 +321,69 @@ impl CloseClient {
         Ok(url)
     }
 
-    /// One request: wait for the key's throttle, send, record telemetry, map the answer.
+    /// Waits for this request's slot in the budget of its key and group.
+    async fn pace(&self, key_fp: &str, group: &'static str) -> Result<(), CloseError> {
+        let inner = &self.inner;
+        let wait = inner
+            .budget
+            .reserve(key_fp, group, inner.initial_spacing, inner.burst)
+            .await
+            .map_err(|e| CloseError::Budget(e.to_string()))?;
+        if !wait.is_zero() {
+            metrics::histogram!("closeio_budget_wait_seconds", "group" => group)
+                .record(wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+
+    /// Learns the group's limit from a response's headers and holds the group after a 429 or
+    /// an exhausted window. A budget that cannot be written is logged, not fatal: the request
+    /// itself succeeded or failed already.
+    async fn learn(
+        &self,
+        key_fp: &str,
+        group: &'static str,
+        headers: &reqwest::header::HeaderMap,
+        pause: Option<Duration>,
+    ) {
+        let inner = &self.inner;
+        let header = headers
+            .get("ratelimit")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_rate_limit_header);
+        if let Some((limit, reset)) = header.and_then(|h| h.limit.zip(h.reset)) {
+            if let Some(spacing) =
+                inner
+                    .learner
+                    .observe(key_fp, group, limit, reset, inner.ceiling_rps)
+            {
+                tracing::debug!(
+                    group,
+                    limit,
+                    reset_ms = reset.as_millis() as u64,
+                    spacing_ms = spacing.as_secs_f64() * 1000.0,
+                    "Close rate limit learned"
+                );
+                if let Err(e) = inner.budget.set_spacing(key_fp, group, spacing).await {
+                    tracing::warn!(group, error = %e, "could not record the learned rate limit");
+                }
+            }
+        }
+        if let Some(wait) = pause {
+            if let Err(e) = inner.budget.pause(key_fp, group, wait).await {
+                tracing::warn!(group, error = %e, "could not record a rate-limit pause");
+            }
+        }
+    }
+
+    /// One request: wait for its slot in the budget, send, record telemetry, learn from the
+    /// headers, map the answer.
     async fn attempt(&self, key: &ApiKey, call: &Call<'_>) -> Result<Value, CloseError> {
         let url = self.url(&call.segments)?;
-        self.inner.throttle.ready(key.expose()).await;
+        let key_fp = key.fingerprint();
+        let group = call.group.as_str();
+        self.pace(&key_fp, group).await?;
 
         let mut request = self
             .inner
@@ -323,22 +420,20 @@ impl CloseClient {
         record_call(call, url.path(), &status_label, elapsed);
         let (status, headers, text) = outcome?;
 
-        if let Some(wait) = proactive_wait(&headers) {
-            self.inner.throttle.pause(key.expose(), wait);
-        }
         if status == 429 {
             let body: Option<Value> = serde_json::from_str(&text).ok();
             let wait = rate_limit_wait(&headers, body.as_ref());
-            self.inner.throttle.pause(key.expose(), wait);
-            metrics::counter!("closeio_rate_limited_total", "group" => call.group.as_str())
-                .increment(1);
+            self.learn(&key_fp, group, &headers, Some(wait)).await;
+            metrics::counter!("closeio_rate_limited_total", "group" => group).increment(1);
             tracing::info!(
-                group = call.group.as_str(),
+                group,
                 wait_ms = wait.as_millis() as u64,
-                "Close rate limit hit; pausing requests for this key"
+                "Close rate limit hit; pausing this endpoint group of the key"
             );
             return Err(CloseError::RateLimited { wait });
         }
+        self.learn(&key_fp, group, &headers, proactive_wait(&headers))
+            .await;
         if (200..300).contains(&status) {
             if text.trim().is_empty() {
                 return Ok(Value::Object(Map::new()));

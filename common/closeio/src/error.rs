@@ -67,6 +67,9 @@ pub enum CloseError {
         /// Response body (truncated).
         body: String,
     },
+    /// The shared request budget could not be reached; the request was not sent.
+    #[error("Close request budget unavailable: {0}")]
+    Budget(String),
     /// The client configuration is unusable (bad base URL, zero rate...).
     #[error("invalid Close client configuration: {0}")]
     InvalidConfig(String),
@@ -93,6 +96,7 @@ impl CloseError {
                 | CloseError::Timeout
                 | CloseError::Connect(_)
                 | CloseError::Transport(_)
+                | CloseError::Budget(_)
         )
     }
 
@@ -128,7 +132,8 @@ impl Classify for CloseError {
             CloseError::Server { .. }
             | CloseError::Timeout
             | CloseError::Connect(_)
-            | CloseError::Transport(_) => ErrorClass::Retryable { after: None },
+            | CloseError::Transport(_)
+            | CloseError::Budget(_) => ErrorClass::Retryable { after: None },
             CloseError::Unauthorized | CloseError::Forbidden | CloseError::InvalidConfig(_) => {
                 ErrorClass::Configuration
             }

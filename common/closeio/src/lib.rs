@@ -6,6 +6,7 @@
 //! - [`parse_close_datetime`]: tolerant parsing of Close timestamps.
 
 mod api;
+pub mod budget;
 mod client;
 mod datetime;
 mod error;
@@ -14,7 +15,10 @@ pub mod rate_limit;
 pub mod webhook;
 
 pub use api::{format_close_datetime, SEARCH_LEAD_FIELDS};
-pub use client::{CloseClient, CloseClientConfig, EndpointGroup, DEFAULT_BASE_URL};
+pub use budget::{Budget, BudgetError, LocalBudget};
+pub use client::{
+    CloseClient, CloseClientConfig, EndpointGroup, DEFAULT_BASE_URL, DEFAULT_INITIAL_RPS,
+};
 pub use datetime::parse_close_datetime;
 pub use error::{flatten_field_errors, CloseError};
 pub use model::{

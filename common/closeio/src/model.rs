@@ -15,6 +15,11 @@ impl ApiKey {
         ApiKey(key.into().trim().to_owned())
     }
 
+    /// A short, stable fingerprint of the key (never the key), naming its request budget.
+    pub fn fingerprint(&self) -> String {
+        domain::crypto::fingerprint(&self.0)
+    }
+
     /// The secret itself, for the HTTP Basic username. Do not log it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -1,16 +1,10 @@
 //! Close rate-limit handling: parsing of the `RateLimit` family of headers and legacy 429
-//! bodies, and the per-API-key throttle shared by every request of this process.
+//! bodies (the request budget they feed is in `budget`).
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use parking_lot::Mutex;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use tokio::time::Instant;
 
 /// Wait used on a 429 that carries no usable reset information.
 pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(2);
@@ -130,73 +124,6 @@ pub fn proactive_wait(headers: &HeaderMap) -> Option<Duration> {
     }
 }
 
-/// The per-API-key throttle: a `governor` keyed limiter for the steady rate, plus a per-key
-/// "paused until" instant set by 429s and exhausted windows that every request for that key in
-/// this process honours.
-#[derive(Clone)]
-pub(crate) struct KeyThrottle {
-    limiter: Arc<DefaultKeyedRateLimiter<String>>,
-    paused_until: Arc<Mutex<HashMap<String, Instant>>>,
-}
-
-impl KeyThrottle {
-    /// A throttle allowing `rps` requests per second per key with bursts of `burst`.
-    pub(crate) fn new(rps: f64, burst: u32) -> Result<Self, String> {
-        if !rps.is_finite() || rps <= 0.0 {
-            return Err(format!(
-                "rate_limit_rps must be a positive number, got {rps}"
-            ));
-        }
-        let period = Duration::try_from_secs_f64(1.0 / rps)
-            .map_err(|e| format!("rate_limit_rps {rps} is out of range: {e}"))?;
-        let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
-        let quota = Quota::with_period(period)
-            .ok_or_else(|| format!("rate_limit_rps {rps} is too large"))?
-            .allow_burst(burst);
-        Ok(KeyThrottle {
-            limiter: Arc::new(RateLimiter::keyed(quota)),
-            paused_until: Arc::new(Mutex::new(HashMap::new())),
-        })
-    }
-
-    /// Waits until a request for `key` may be sent: first any pause, then the steady rate.
-    pub(crate) async fn ready(&self, key: &str) {
-        loop {
-            let until = self.paused_until(key);
-            match until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
-                _ => break,
-            }
-        }
-        self.limiter.until_key_ready(&key.to_owned()).await;
-        // A pause may have been set while waiting for the limiter.
-        if let Some(t) = self.paused_until(key) {
-            if t > Instant::now() {
-                tokio::time::sleep_until(t).await;
-            }
-        }
-    }
-
-    /// Holds every request for `key` for at least `wait` from now.
-    pub(crate) fn pause(&self, key: &str, wait: Duration) {
-        let Some(until) = Instant::now().checked_add(wait) else {
-            return;
-        };
-        let mut map = self.paused_until.lock();
-        let now = Instant::now();
-        map.retain(|_, t| *t > now);
-        let entry = map.entry(key.to_owned()).or_insert(until);
-        if *entry < until {
-            *entry = until;
-        }
-    }
-
-    /// The instant until which `key` is paused, if any.
-    pub(crate) fn paused_until(&self, key: &str) -> Option<Instant> {
-        self.paused_until.lock().get(key).copied()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,18 +208,5 @@ mod tests {
         ]);
         assert_eq!(proactive_wait(&h), Some(Duration::from_millis(500)));
         assert_eq!(proactive_wait(&HeaderMap::new()), None);
-    }
-
-    #[tokio::test]
-    async fn pause_is_per_key_and_only_extends() {
-        let t = KeyThrottle::new(100.0, 10).expect("throttle");
-        t.pause("a", Duration::from_secs(60));
-        let first = t.paused_until("a").expect("paused");
-        t.pause("a", Duration::from_millis(1));
-        assert_eq!(t.paused_until("a"), Some(first));
-        assert_eq!(t.paused_until("b"), None);
-        assert!(KeyThrottle::new(0.0, 1).is_err());
-        assert!(KeyThrottle::new(f64::NAN, 1).is_err());
-        assert!(KeyThrottle::new(1.0, 0).is_err());
     }
 }

@@ -424,9 +424,11 @@ pub struct CommonConfig {
         value_parser = http_url
     )]
     pub close_api_url: String,
-    /// Close requests per second per API key in this process
-    #[arg(env = "CLOSE_RATE_LIMIT_RPS", default_value = "10", value_parser = positive::<f64>)]
-    pub close_rate_limit_rps: f64,
+    /// Optional ceiling on Close requests per second per API key and endpoint group, in all
+    /// processes together; also the rate before Close's RateLimit headers teach each group's
+    /// limit (unset: 10 at first, then what Close allows)
+    #[arg(env = "CLOSE_RATE_LIMIT_RPS", value_parser = positive::<f64>)]
+    pub close_rate_limit_rps: Option<f64>,
     /// Close requests a key may send at once above the steady rate
     #[arg(env = "CLOSE_RATE_LIMIT_BURST", default_value = "1", value_parser = positive::<u32>)]
     pub close_rate_limit_burst: u32,
@@ -575,7 +577,7 @@ mod tests {
     fn defaults_are_valid() {
         let c = CommonConfig::from_source(&src(&[])).unwrap();
         assert_eq!(c.queue_prefix, "closeio");
-        assert_eq!(c.close_rate_limit_rps, 10.0);
+        assert_eq!(c.close_rate_limit_rps, None);
         assert!(c.uses_dev_key());
         assert!(c.hull_organizations.is_open());
     }

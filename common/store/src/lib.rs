@@ -18,6 +18,8 @@ use domain::crypto::{constant_time_eq, fingerprint, CryptoError, SecretBox};
 use domain::error::{Classify, ErrorClass};
 use domain::jobs::{EntityKind, Envelope};
 
+mod budget;
+pub use budget::Reservation;
 mod incoming;
 pub use incoming::*;
 mod parking;

@@ -1,0 +1,349 @@
+//! The request budget of one (API key, endpoint group), shared by every process that talks to
+//! Close with that key.
+//!
+//! Close limits each endpoint group of each key separately and says how in the `RateLimit`
+//! header of every response (`limit`, `remaining`, `reset`). The client turns that into a
+//! *spacing*: one request every `window / (limit × UTILISATION)`, where `window` is the longest
+//! `reset` seen (a window's length) and `limit` the lowest limit seen lately (the header shows
+//! whichever of the key and organization limits is closer). Requests are spaced with GCRA: a
+//! budget keeps one "theoretical arrival time" (`tat`) per key and group; a request reserves
+//! the slot `max(tat, now)`, moves `tat` one spacing on, and waits until its slot. A 429 (or an
+//! exhausted window) moves `tat` past the reset, so every process holds that group.
+//!
+//! Nothing is held by a process: a reservation is a single statement, so a worker that dies
+//! takes nothing with it (at worst the slots it reserved and did not use pass unused), and a
+//! worker that joins just reserves the next slot. [`LocalBudget`] keeps the state in memory
+//! (one process); the services use a budget in Postgres (`store::budget`) so that all workers
+//! share it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// Share of Close's limit the spacing aims at: just under it, so that the arrival jitter of
+/// evenly spaced requests does not push a window over.
+pub const UTILISATION: f64 = 0.95;
+
+/// How long a lower `limit` seen in a header keeps a group's spacing down (the header reports
+/// the organization's limit when that is the closer one).
+pub const LIMIT_MEMORY: Duration = Duration::from_secs(60);
+
+/// A budget failed (its store is unreachable); the request was not sent.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BudgetError(pub String);
+
+/// Where the spacing of each (key, group) lives. `key` is a fingerprint of the API key, never
+/// the key itself.
+pub trait Budget: Send + Sync + 'static {
+    /// Reserves the next slot of `group` for `key` and returns how long to wait before
+    /// sending. `spacing` and `burst` apply when the pair is new (a later [`Budget::set_spacing`]
+    /// wins).
+    fn reserve<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+        spacing: Duration,
+        burst: u32,
+    ) -> BoxFuture<'a, Result<Duration, BudgetError>>;
+
+    /// Sets the spacing of `group` for `key` (learned from Close's headers).
+    fn set_spacing<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+        spacing: Duration,
+    ) -> BoxFuture<'a, Result<(), BudgetError>>;
+
+    /// Holds every request of `group` for `key` until at least `wait` from now.
+    fn pause<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<(), BudgetError>>;
+}
+
+/// One GCRA step: the arrival time after a reservation at `now`, and the wait before the
+/// reserved slot (`tau` lets up to `burst - 1` extra requests through at once; nothing goes
+/// before `paused_until`). Times are in seconds on any common clock.
+pub fn reserve_slot(tat: f64, now: f64, spacing: f64, tau: f64, paused_until: f64) -> (f64, f64) {
+    let slot = tat.max(now).max(paused_until);
+    let wait = (slot - now - tau).max(paused_until - now).max(0.0);
+    (slot + spacing, wait)
+}
+
+/// The spacing for a group whose window lasts `window` and allows `limit` requests, never
+/// faster than `ceiling_rps` when one is set.
+pub fn spacing_for(window: Duration, limit: u64, ceiling_rps: Option<f64>) -> Duration {
+    let per_request = window.as_secs_f64() / (limit.max(1) as f64 * UTILISATION);
+    let floor = ceiling_rps
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .map_or(0.0, |r| 1.0 / r);
+    Duration::from_secs_f64(per_request.max(floor))
+}
+
+/// What this process has learned about one group of one key.
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    /// Longest `reset` seen: the window's length.
+    window: Duration,
+    /// Lowest `limit` seen since `limit_since`.
+    limit: u64,
+    limit_since: Instant,
+    /// The spacing last written to the budget.
+    written: Duration,
+}
+
+/// Turns `RateLimit` headers into spacings, and writes a spacing to the budget only when it
+/// changed by more than 2 % (so most responses cost no budget write).
+#[derive(Debug, Default)]
+pub(crate) struct Learner {
+    groups: Mutex<HashMap<(String, &'static str), Learned>>,
+}
+
+impl Learner {
+    /// Records a header's `limit` and `reset`; returns the new spacing when it should be
+    /// written.
+    pub(crate) fn observe(
+        &self,
+        key: &str,
+        group: &'static str,
+        limit: u64,
+        reset: Duration,
+        ceiling_rps: Option<f64>,
+    ) -> Option<Duration> {
+        let now = Instant::now();
+        let mut groups = self.groups.lock();
+        let entry = groups
+            .entry((key.to_owned(), group))
+            .or_insert_with(|| Learned {
+                window: reset,
+                limit,
+                limit_since: now,
+                written: Duration::ZERO,
+            });
+        entry.window = entry.window.max(reset);
+        if limit < entry.limit || now.duration_since(entry.limit_since) > LIMIT_MEMORY {
+            entry.limit = limit;
+            entry.limit_since = now;
+        }
+        let spacing = spacing_for(entry.window, entry.limit, ceiling_rps);
+        let written = entry.written.as_secs_f64();
+        if written == 0.0 || (spacing.as_secs_f64() - written).abs() > written * 0.02 {
+            entry.written = spacing;
+            Some(spacing)
+        } else {
+            None
+        }
+    }
+}
+
+/// The state of one (key, group) in a [`LocalBudget`].
+#[derive(Debug, Clone, Copy)]
+struct LocalState {
+    tat: f64,
+    spacing: Duration,
+    burst: u32,
+    paused_until: f64,
+}
+
+impl LocalState {
+    fn new(now: f64, spacing: Duration, burst: u32) -> LocalState {
+        LocalState {
+            tat: now,
+            spacing,
+            burst,
+            paused_until: f64::NEG_INFINITY,
+        }
+    }
+}
+
+/// A budget kept in this process's memory (a single process, or a test).
+#[derive(Debug, Default)]
+pub struct LocalBudget {
+    /// (key, group) → its state, times in seconds since `epoch`.
+    state: Mutex<HashMap<(String, &'static str), LocalState>>,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl LocalBudget {
+    /// An empty budget.
+    pub fn new() -> LocalBudget {
+        LocalBudget::default()
+    }
+
+    fn now(&self) -> f64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_secs_f64()
+    }
+}
+
+impl Budget for LocalBudget {
+    fn reserve<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+        spacing: Duration,
+        burst: u32,
+    ) -> BoxFuture<'a, Result<Duration, BudgetError>> {
+        let now = self.now();
+        let mut state = self.state.lock();
+        let entry = state
+            .entry((key.to_owned(), group))
+            .or_insert_with(|| LocalState::new(now, spacing, burst));
+        let spacing = entry.spacing.as_secs_f64();
+        let tau = spacing * f64::from(entry.burst.saturating_sub(1));
+        let (tat, wait) = reserve_slot(entry.tat, now, spacing, tau, entry.paused_until);
+        entry.tat = tat;
+        Box::pin(std::future::ready(Ok(Duration::from_secs_f64(wait))))
+    }
+
+    fn set_spacing<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+        spacing: Duration,
+    ) -> BoxFuture<'a, Result<(), BudgetError>> {
+        let now = self.now();
+        let mut state = self.state.lock();
+        let entry = state
+            .entry((key.to_owned(), group))
+            .or_insert_with(|| LocalState::new(now, spacing, 1));
+        entry.spacing = spacing;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn pause<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<(), BudgetError>> {
+        let now = self.now();
+        let mut state = self.state.lock();
+        let until = now + wait.as_secs_f64();
+        let entry = state
+            .entry((key.to_owned(), group))
+            .or_insert_with(|| LocalState::new(now, Duration::from_millis(100), 1));
+        entry.paused_until = entry.paused_until.max(until);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Whatever the number of callers, their arrival times and their order, the slots handed
+    /// out are at least one spacing apart (bursts aside): the summed rate never exceeds the
+    /// budget. Checked over many random schedules.
+    #[test]
+    fn the_summed_rate_of_any_callers_never_exceeds_the_spacing() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..500 {
+            let spacing: f64 = rng.gen_range(0.001..0.5);
+            let callers = rng.gen_range(1..16);
+            let mut arrivals: Vec<(f64, usize)> = (0..rng.gen_range(1..200))
+                .map(|_| (rng.gen_range(0.0..20.0), rng.gen_range(0..callers)))
+                .collect();
+            arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut tat = 0.0;
+            let mut slots = Vec::new();
+            for (now, _caller) in arrivals {
+                let (next, wait) = reserve_slot(tat, now, spacing, 0.0, f64::NEG_INFINITY);
+                assert!(wait >= 0.0);
+                slots.push(now + wait);
+                tat = next;
+            }
+            for pair in slots.windows(2) {
+                assert!(
+                    pair[1] - pair[0] >= spacing - 1e-9,
+                    "slots {pair:?} closer than {spacing}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_burst_lets_that_many_through_at_once_then_spaces() {
+        let spacing = 0.1;
+        let tau = spacing * 2.0; // burst of 3
+        let mut tat = 0.0;
+        let waits: Vec<f64> = (0..5)
+            .map(|_| {
+                let (next, wait) = reserve_slot(tat, 0.0, spacing, tau, f64::NEG_INFINITY);
+                tat = next;
+                wait
+            })
+            .collect();
+        assert_eq!(&waits[..3], &[0.0, 0.0, 0.0]);
+        assert!((waits[3] - 0.1).abs() < 1e-9 && (waits[4] - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn spacing_follows_the_window_and_the_lowest_recent_limit() {
+        assert_eq!(
+            spacing_for(Duration::from_secs(1), 10, None),
+            Duration::from_secs_f64(1.0 / 9.5)
+        );
+        // A ceiling only ever slows down.
+        assert_eq!(
+            spacing_for(Duration::from_secs(1), 10, Some(2.0)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            spacing_for(Duration::from_secs(1), 10, Some(1000.0)),
+            Duration::from_secs_f64(1.0 / 9.5)
+        );
+        let l = Learner::default();
+        let first = l.observe("k", "search", 10, Duration::from_millis(900), None);
+        assert!(first.is_some());
+        // A longer reset is a longer window: slower. The organization's (higher) limit does not
+        // speed it up.
+        let longer = l
+            .observe("k", "search", 10, Duration::from_secs(1), None)
+            .expect("changed");
+        assert_eq!(longer, Duration::from_secs_f64(1.0 / 9.5));
+        assert_eq!(
+            l.observe("k", "search", 30, Duration::from_millis(500), None),
+            None
+        );
+        // Other groups are learned separately.
+        assert!(l
+            .observe("k", "lead-write", 20, Duration::from_secs(1), None)
+            .is_some());
+    }
+
+    #[test]
+    fn a_pause_holds_even_a_burst() {
+        // A burst of 100 would let the next request through at once; a pause still holds it.
+        let (_, wait) = reserve_slot(0.0, 1.0, 0.1, 9.9, 1.5);
+        assert!((wait - 0.5).abs() < 1e-9, "{wait}");
+        let (tat, _) = reserve_slot(0.0, 1.0, 0.1, 0.0, 1.5);
+        assert!(
+            (tat - 1.6).abs() < 1e-9,
+            "the first slot after the pause is at its end"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pause_holds_every_later_reservation() {
+        let b = LocalBudget::new();
+        let spacing = Duration::from_millis(10);
+        assert_eq!(
+            b.reserve("k", "search", spacing, 1).await.unwrap(),
+            Duration::ZERO
+        );
+        b.pause("k", "search", Duration::from_secs(2))
+            .await
+            .unwrap();
+        let wait = b.reserve("k", "search", spacing, 1).await.unwrap();
+        assert!(wait > Duration::from_millis(1900), "{wait:?}");
+        // Another group of the same key is not held.
+        assert!(b.reserve("k", "lead-write", spacing, 1).await.unwrap() < Duration::from_millis(5));
+    }
+}

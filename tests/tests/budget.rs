@@ -1,0 +1,181 @@
+//! The Close request budget shared by worker processes (`close_budgets` in Postgres): several
+//! workers together never exceed a group's spacing, a pause (429) recorded by one holds the
+//! others, and a worker that dies holds no quota. Each "worker" is its own `Store` (its own
+//! connection pool) on one fresh database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::clients::SharedBudget;
+use common::closeio::{ApiKey, CloseClient, CloseClientConfig, CloseError};
+use common::crypto::SecretBox;
+use common::store::Store;
+use harness::TestDb;
+
+fn worker_store(db: &TestDb) -> Store {
+    Store::connect(&db.url, 2, SecretBox::new([7u8; 32], None)).expect("store")
+}
+
+#[tokio::test]
+async fn reservations_of_several_workers_never_exceed_the_spacing() {
+    let db = TestDb::create().await.expect("db");
+    let spacing = Duration::from_millis(5);
+    let workers: Vec<Store> = (0..3).map(|_| worker_store(&db)).collect();
+    let mut tasks = Vec::new();
+    for store in &workers {
+        for _ in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .budget_reserve("key_a", "search", spacing, 1)
+                    .await
+                    .expect("reserve")
+            }));
+        }
+    }
+    let mut slots = Vec::new();
+    for t in tasks {
+        slots.push(t.await.expect("join").slot_us);
+    }
+    slots.sort_unstable();
+    for pair in slots.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 5_000,
+            "two slots {} µs apart, closer than the spacing",
+            pair[1] - pair[0]
+        );
+    }
+    // Another key, or another group of the same key, has a budget of its own.
+    let other = workers[0]
+        .budget_reserve("key_a", "lead-write", spacing, 1)
+        .await
+        .expect("reserve");
+    assert_eq!(other.wait, Duration::ZERO);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_learned_spacing_applies_to_every_worker() {
+    let db = TestDb::create().await.expect("db");
+    let (a, b) = (worker_store(&db), worker_store(&db));
+    a.budget_reserve("key_a", "search", Duration::from_millis(1), 1)
+        .await
+        .expect("reserve");
+    a.budget_set_spacing("key_a", "search", Duration::from_millis(400))
+        .await
+        .expect("learn");
+    b.budget_reserve("key_a", "search", Duration::from_millis(1), 1)
+        .await
+        .expect("reserve");
+    let third = b
+        .budget_reserve("key_a", "search", Duration::from_millis(1), 1)
+        .await
+        .expect("reserve");
+    assert!(
+        third.wait > Duration::from_millis(300),
+        "B spaces by A's learned spacing: {:?}",
+        third.wait
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_pause_recorded_by_one_worker_holds_the_others_even_with_a_burst() {
+    let db = TestDb::create().await.expect("db");
+    let (a, b) = (worker_store(&db), worker_store(&db));
+    a.budget_pause("key_a", "lead-write", Duration::from_secs(2))
+        .await
+        .expect("pause");
+    let r = b
+        .budget_reserve("key_a", "lead-write", Duration::from_millis(1), 100)
+        .await
+        .expect("reserve");
+    assert!(r.wait > Duration::from_millis(1900), "{:?}", r.wait);
+    let other_group = b
+        .budget_reserve("key_a", "lead-read", Duration::from_millis(1), 1)
+        .await
+        .expect("reserve");
+    assert_eq!(other_group.wait, Duration::ZERO);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_dead_worker_holds_no_quota() {
+    let db = TestDb::create().await.expect("db");
+    let spacing = Duration::from_millis(50);
+    {
+        // A reserves five slots and dies before using them.
+        let a = worker_store(&db);
+        for _ in 0..5 {
+            a.budget_reserve("key_a", "search", spacing, 1)
+                .await
+                .expect("reserve");
+        }
+    }
+    let b = worker_store(&db);
+    let first = b
+        .budget_reserve("key_a", "search", spacing, 1)
+        .await
+        .expect("reserve");
+    assert!(
+        first.wait <= spacing * 5,
+        "what a dead worker reserved passes by itself: {:?}",
+        first.wait
+    );
+    tokio::time::sleep(first.wait + spacing).await;
+    let later = b
+        .budget_reserve("key_a", "search", spacing, 1)
+        .await
+        .expect("reserve");
+    assert_eq!(later.wait, Duration::ZERO, "the full rate is B's again");
+    db.drop_db().await;
+}
+
+/// Two workers with their own Close clients and pools, one API key, a simulator allowing one
+/// request per second per group: the first worker's requests fill the window and one of them
+/// is answered 429; the second worker's request is then held until the window resets instead
+/// of being refused as well.
+#[tokio::test]
+async fn a_429_seen_by_one_worker_pauses_the_others() {
+    let db = TestDb::create().await.expect("db");
+    let sim = sandbox::close::CloseSim::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        sandbox::close::CloseConfig {
+            rate_limit_rps: Some(1.0),
+            rate_window_secs: 1.0,
+            ..sandbox::close::CloseConfig::default()
+        },
+    )
+    .await
+    .expect("close sim");
+    let client = |store: Store| {
+        CloseClient::with_budget(
+            CloseClientConfig {
+                base_url: sim.base_url(),
+                rate_limit_rps: Some(1000.0),
+                burst: 10,
+                max_read_attempts: 1,
+                ..CloseClientConfig::default()
+            },
+            Arc::new(SharedBudget(store)),
+        )
+        .expect("client")
+    };
+    let (a, b) = (client(worker_store(&db)), client(worker_store(&db)));
+    let key = ApiKey::new(sandbox::close::DEFAULT_API_KEY);
+    // Worker A: two reads at once, both inside its burst, before any answer taught the limit.
+    let (first, second) = tokio::join!(a.me(&key), a.me(&key));
+    let refused = [&first, &second]
+        .iter()
+        .filter(|r| matches!(r, Err(CloseError::RateLimited { .. })))
+        .count();
+    assert_eq!(
+        refused, 1,
+        "the window holds one request: {first:?} {second:?}"
+    );
+    // Worker B, a moment later: held until the reset, then answered.
+    b.me(&key).await.expect("B is held, not refused");
+    let refused_total = sim.requests().iter().filter(|r| r.status == 429).count();
+    assert_eq!(refused_total, 1, "only A's extra request was refused");
+    db.drop_db().await;
+}
