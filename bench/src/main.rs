@@ -9,12 +9,19 @@
 //! `closeio-bench ingest` compares how fast ingest accepts notification batches with a bare
 //! lapin publisher with confirms.
 //!
+//! `closeio-bench scale` sends new accounts with their users, then the same again unchanged,
+//! through ingest and N worker processes, under a per-group Close limit the workers are not
+//! told, and prints rates per group, 429s, requests and CPU per entity, RSS and connections.
+//!
 //! ```text
+//! cargo build --release --workspace --bins
+//! target/release/closeio-bench scale --accounts 2000 --workers 1,2,4,8
 //! cargo run --release -p closeio-sync-bench -- import --leads 20000 --contacts-per-lead 3 --rate-limit 20
 //! cargo run --release -p closeio-sync-bench -- ingest --notifications 200 --messages 100
 //! ```
 
 mod ingest;
+mod scale;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -43,6 +50,9 @@ enum Command {
     Import(ImportArgs),
     /// Notification batches accepted by ingest, against a bare lapin publisher with confirms.
     Ingest(ingest::IngestArgs),
+    /// New accounts with users, then unchanged, through ingest and N worker processes under a
+    /// per-group Close limit the workers are not told.
+    Scale(scale::ScaleArgs),
 }
 
 #[derive(Parser)]
@@ -79,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Import(args) => import(args).await,
         Command::Ingest(args) => ingest::run(args).await,
+        Command::Scale(args) => scale::run(args).await,
     }
 }
 

@@ -32,6 +32,10 @@ pub struct WorkerConfig {
     /// On SIGTERM, how long in-flight jobs may take to finish, in seconds
     #[arg(env = "WORKER_DRAIN_SECS", default_value = "30", value_parser = config::seconds)]
     pub drain: Duration,
+    /// Seconds an entity lease lasts without renewal: how long others wait for a worker that
+    /// died while writing that entity (a live worker renews it every third of this)
+    #[arg(env = "WORKER_LEASE_SECS", default_value = "15", value_parser = config::seconds)]
+    pub lease: Duration,
     /// Age in seconds at which cached Close metadata is refreshed on use
     #[arg(env = "METADATA_TTL_SECS", default_value = "3600", value_parser = config::seconds)]
     pub metadata_ttl: Duration,

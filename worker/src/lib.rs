@@ -5,6 +5,7 @@
 pub mod config;
 pub mod firehose_sink;
 pub mod incoming;
+pub mod lease;
 pub mod outcome;
 pub mod outgoing;
 pub mod tenant;

@@ -3,10 +3,10 @@
 //! For every entity: filters and skip reasons as the original connector; the Close id comes from
 //! the sync state, then the Hull `closeio/id` attribute, then a lookup in Close (the lead by its
 //! identifier field, the contact by email within its lead); only when nothing matches is the
-//! object created. The entity is locked (Postgres advisory lock) for the whole operation, so two
-//! workers never create the same lead or contact, and the sync state is committed only after
-//! Close and the Hull firehose accepted the write: a crash in between is repaired by the lookup
-//! on redelivery.
+//! object created. The job holds the entity's lease (`crate::lease`) for the whole operation, so
+//! two workers never create the same lead or contact, and the sync state is committed (fenced by
+//! the lease) only after Close and the Hull firehose accepted the write: a crash in between is
+//! repaired by the lookup on redelivery. No transaction or connection is held meanwhile.
 
 use serde_json::{Map, Value};
 
@@ -182,22 +182,20 @@ async fn sync(
     };
     let hash = mapping::body_hash(&body);
 
-    let mut client = ctx
-        .store
-        .pool()
-        .get()
-        .await
-        .map_err(common::store::StoreError::from)?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(common::store::StoreError::from)?;
-    store::lock_entity(&tx, cid, kind, hull_id).await?;
-    let state = store::load_state(&tx, cid, kind, hull_id).await?;
+    let lease = crate::lease::hold(ctx, cid, kind, hull_id).await?;
+    let state = {
+        let client = ctx
+            .store
+            .pool()
+            .get()
+            .await
+            .map_err(common::store::StoreError::from)?;
+        store::load_state(&client, cid, kind, hull_id).await?
+    };
     if let (Some(id), Some(h)) = (&state.close_id, &state.body_hash) {
         // A contact that moved to another lead is written again even with the same body.
         if *h == hash && state.lead_id.as_deref() == target.lead_id() {
-            tx.commit().await.map_err(common::store::StoreError::from)?;
+            lease.release().await?;
             log_unchanged(kind, hull_id, id);
             return Ok((
                 Outcome::Unchanged {
@@ -270,8 +268,7 @@ async fn sync(
         body_hash: Some(hash),
         failures: 0,
     };
-    store::save_success(&tx, cid, kind, hull_id, &new_state).await?;
-    tx.commit().await.map_err(common::store::StoreError::from)?;
+    lease.commit(&new_state).await?;
     let body = Value::Object(body);
     match kind {
         EntityKind::Account => {

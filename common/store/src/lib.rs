@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
@@ -20,6 +19,8 @@ use domain::jobs::{EntityKind, Envelope};
 
 mod budget;
 pub use budget::Reservation;
+mod lease;
+pub use lease::EntityLease;
 mod incoming;
 pub use incoming::*;
 mod parking;
@@ -49,6 +50,13 @@ pub enum StoreError {
     /// A stored secret cannot be decrypted.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// This job's lease on an entity expired and was taken over: it must not commit (the job
+    /// is retried and repairs by lookup).
+    #[error("the lease on {entity} was lost (expired); nothing was committed")]
+    LeaseLost {
+        /// `kind/hull id`.
+        entity: String,
+    },
 }
 
 impl Classify for StoreError {
@@ -210,15 +218,6 @@ pub struct DeadLetter {
 pub struct Store {
     pool: Pool,
     secrets: SecretBox,
-}
-
-/// The 64-bit advisory lock key of an entity.
-pub fn entity_lock_key(connector_id: &str, kind: EntityKind, hull_id: &str) -> i64 {
-    let d =
-        Sha256::digest(format!("{connector_id}\u{1f}{}\u{1f}{hull_id}", kind.as_str()).as_bytes());
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    i64::from_be_bytes(b)
 }
 
 impl Store {
@@ -597,20 +596,6 @@ fn dead_letter_from_row(r: &tokio_postgres::Row) -> DeadLetter {
         created_at: r.get(8),
         replayed_at: r.get(9),
     }
-}
-
-/// Takes the transaction-scoped lock of an entity: two workers on the same entity run one
-/// after the other.
-pub async fn lock_entity(
-    tx: &impl GenericClient,
-    connector_id: &str,
-    kind: EntityKind,
-    hull_id: &str,
-) -> Result<(), StoreError> {
-    let key = entity_lock_key(connector_id, kind, hull_id);
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-        .await?;
-    Ok(())
 }
 
 /// Reads an entity's sync state.

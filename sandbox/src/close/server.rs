@@ -38,6 +38,10 @@ pub struct RequestRecord {
     pub status: u16,
     /// API key from the Authorization header.
     pub api_key: Option<String>,
+    /// The rate-limit endpoint group of the route (`lead-write`, `search`…; "" when unmatched).
+    pub group: &'static str,
+    /// When it arrived, in µs since the Unix epoch.
+    pub at_us: u64,
 }
 
 /// Returned by the service to make the connection close without a response.
@@ -188,6 +192,10 @@ pub async fn serve(
         body: None,
         status: 0,
         api_key: key.clone(),
+        group: route.as_ref().map_or("", |r| r.group(&method)),
+        at_us: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
     };
     let limit = inner.limits_body();
     let declared = req

@@ -1,0 +1,477 @@
+//! `closeio-bench scale`: new accounts with their users, then the same again unchanged, through
+//! ingest and N **worker processes** (the release binaries next to this one), against a Close
+//! simulator that enforces a per-key, per-endpoint-group limit the workers are not told. The
+//! simulators run in this process; ingest and every worker run in their own, so their CPU time
+//! and peak RSS are their own. Postgres's CPU is that of the backends serving the run's
+//! database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use harness::sandbox::close::CloseConfig;
+use harness::services::free_port;
+use harness::{EnvOptions, TestEnv, CONNECTOR_ID, SYNC_SEGMENT};
+
+/// Arguments of `scale`.
+#[derive(clap::Parser)]
+pub struct ScaleArgs {
+    /// New Hull accounts.
+    #[arg(long, default_value_t = 2_000)]
+    pub accounts: usize,
+    /// New users per account.
+    #[arg(long, default_value_t = 3)]
+    pub users_per_account: usize,
+    /// Worker process counts to run, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub workers: Vec<usize>,
+    /// `WORKER_CONCURRENCY` of each worker.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// The simulator's limit per API key and endpoint group (requests per second, over 1 s
+    /// windows). The workers are not told it.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate_limit: f64,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 1_800)]
+    pub timeout_secs: u64,
+}
+
+/// A process of the system under test.
+struct Proc {
+    name: String,
+    child: Child,
+    metrics_url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) of a process, from `/proc/<pid>/stat` (clock ticks of 1/100 s).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set size in MB, from `/proc/<pid>/status` (`VmHWM`).
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Sum of the samples of `metric` whose labels contain one of `labels` (all when empty).
+fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && !l.starts_with('#'))
+        .filter(|l| labels.is_empty() || labels.iter().any(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+async fn metrics_text(http: &reqwest::Client, url: &str) -> String {
+    match http.get(url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The release binary `name` next to this one.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build the binaries first (cargo build --release --workspace --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn spawn(
+    bin: &str,
+    name: String,
+    vars: &BTreeMap<String, String>,
+    listen_var: &str,
+) -> anyhow::Result<(Proc, u16)> {
+    let port = free_port()?;
+    let child = Command::new(sibling(bin)?)
+        .env_clear()
+        .envs(vars)
+        .env(listen_var, format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {bin}"))?;
+    Ok((
+        Proc {
+            name,
+            child,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+        },
+        port,
+    ))
+}
+
+async fn wait_ready(http: &reqwest::Client, port: u16) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+        {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("a process on port {port} did not become ready")
+}
+
+/// CPU seconds of the Postgres backends serving `database`.
+async fn postgres_cpu(client: &tokio_postgres::Client) -> f64 {
+    let rows = client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    rows.iter()
+        .map(|r| cpu_secs(u32::try_from(r.get::<_, i32>(0)).unwrap_or(0)))
+        .sum()
+}
+
+/// What one phase measured.
+struct Phase {
+    wall: f64,
+    requests: Vec<harness::sandbox::close::RequestRecord>,
+    cpu: BTreeMap<String, f64>,
+    postgres_cpu: f64,
+}
+
+/// One row of the result table.
+struct Row {
+    workers: usize,
+    new: Phase,
+    unchanged: Phase,
+    peak_rss: BTreeMap<String, f64>,
+    leads: usize,
+    contacts: usize,
+    duplicates: usize,
+    max_pg_connections: i64,
+}
+
+/// Runs one phase: notifies every account, then every user, and waits until the workers have
+/// finished every job ingest published.
+async fn phase(
+    env: &TestEnv,
+    procs: &[Proc],
+    pg: &tokio_postgres::Client,
+    timeout: Duration,
+    max_connections: &mut i64,
+) -> anyhow::Result<Phase> {
+    let http = reqwest::Client::new();
+    let cpu_before: Vec<f64> = procs.iter().map(|p| cpu_secs(p.child.id())).collect();
+    let pg_before = postgres_cpu(pg).await;
+    let done_before = finished_jobs(&http, procs).await;
+    let published_before = published_jobs(&http, procs).await;
+    env.close.clear_requests();
+    let started = Instant::now();
+    let accounts: Vec<String> = env.hull.accounts().into_iter().map(|a| a.id).collect();
+    let users: Vec<String> = env.hull.users().into_iter().map(|u| u.id).collect();
+    for (channel, ids) in [("account:update", accounts), ("user:update", users)] {
+        let r = env.hull.notify(CONNECTOR_ID, channel, &ids).await?;
+        if r.failed {
+            bail!("a notification failed: {:?}", r.statuses);
+        }
+    }
+    let published = published_jobs(&http, procs).await - published_before;
+    loop {
+        let done = finished_jobs(&http, procs).await - done_before;
+        let row = pg
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+                &[],
+            )
+            .await?;
+        *max_connections = (*max_connections).max(row.get::<_, i64>(0) - 1);
+        if done >= published {
+            break;
+        }
+        if started.elapsed() > timeout {
+            bail!("timed out: {done} of {published} jobs finished");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = procs
+        .iter()
+        .zip(cpu_before)
+        .map(|(p, before)| (p.name.clone(), cpu_secs(p.child.id()) - before))
+        .collect();
+    Ok(Phase {
+        wall,
+        requests: env.close.requests(),
+        cpu,
+        postgres_cpu: postgres_cpu(pg).await - pg_before,
+    })
+}
+
+/// Jobs the workers finished for good (written, unchanged, skipped, stale, dead letter).
+async fn finished_jobs(http: &reqwest::Client, procs: &[Proc]) -> f64 {
+    let mut sum = 0.0;
+    for p in procs.iter().filter(|p| p.name.starts_with("worker")) {
+        sum += metric_sum(
+            &metrics_text(http, &p.metrics_url).await,
+            "worker_jobs_total",
+            &[
+                "outcome=\"written\"",
+                "outcome=\"unchanged\"",
+                "outcome=\"skipped\"",
+                "outcome=\"stale\"",
+                "outcome=\"dead\"",
+            ],
+        );
+    }
+    sum
+}
+
+async fn published_jobs(http: &reqwest::Client, procs: &[Proc]) -> f64 {
+    let mut sum = 0.0;
+    for p in procs.iter().filter(|p| p.name == "ingest") {
+        sum += metric_sum(
+            &metrics_text(http, &p.metrics_url).await,
+            "ingest_jobs_published_total",
+            &[],
+        );
+    }
+    sum
+}
+
+fn profiles(args: &ScaleArgs) -> (Vec<Value>, Vec<Value>) {
+    let domain = |i: usize| format!("scale{i}.example.com");
+    let accounts = (0..args.accounts)
+        .map(|i| json!({"domain": domain(i), "name": format!("Scale Co {i}"), "segment_ids": [SYNC_SEGMENT]}))
+        .collect();
+    let users = (0..args.accounts)
+        .flat_map(|i| {
+            (0..args.users_per_account).map(move |j| {
+                json!({"email": format!("user{j}@{}", domain(i)), "name": format!("User {i}-{j}"), "title": "Buyer", "account_domain": domain(i)})
+            })
+        })
+        .collect();
+    (accounts, users)
+}
+
+async fn run_one(args: &ScaleArgs, workers: usize) -> anyhow::Result<Row> {
+    let (accounts, users) = profiles(args);
+    let mut env = TestEnv::start(EnvOptions {
+        accounts,
+        users,
+        close: CloseConfig {
+            rate_limit_rps: Some(args.rate_limit),
+            rate_window_secs: 1.0,
+            ..CloseConfig::default()
+        },
+        ..EnvOptions::default()
+    })
+    .await?;
+    let result = run_with(&mut env, args, workers).await;
+    env.cleanup().await;
+    result
+}
+
+async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow::Result<Row> {
+    let mut vars: BTreeMap<String, String> = env.vars.clone().into_iter().collect();
+    // The workers learn the limit from Close's headers; no ceiling.
+    vars.remove("CLOSE_RATE_LIMIT_RPS");
+    vars.insert("WORKER_CONCURRENCY".into(), args.concurrency.to_string());
+    vars.insert("LOG_FORMAT".into(), "json".into());
+    let http = reqwest::Client::new();
+    let mut procs = Vec::new();
+    let (ingest, port) = spawn("closeio-ingest", "ingest".into(), &vars, "INGEST_LISTEN")?;
+    wait_ready(&http, port).await?;
+    env.hull
+        .set_connector_url(CONNECTOR_ID, &format!("http://127.0.0.1:{port}"));
+    procs.push(ingest);
+    for i in 0..workers {
+        let (w, port) = spawn(
+            "closeio-worker",
+            format!("worker {}", i + 1),
+            &vars,
+            "WORKER_LISTEN",
+        )?;
+        wait_ready(&http, port).await?;
+        procs.push(w);
+    }
+    let (pg, conn) = tokio_postgres::connect(&env.db.url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let mut max_connections = 0;
+    eprintln!("N = {workers}: new entities…");
+    let new = phase(env, &procs, &pg, timeout, &mut max_connections).await?;
+    eprintln!("N = {workers}: unchanged…");
+    let unchanged = phase(env, &procs, &pg, timeout, &mut max_connections).await?;
+    let peak_rss = procs
+        .iter()
+        .map(|p| (p.name.clone(), peak_rss_mb(p.child.id())))
+        .collect();
+    let leads = env.close.leads();
+    let contacts = env.close.contacts();
+    let lead_names: BTreeSet<String> = leads
+        .iter()
+        .filter_map(|l| {
+            l["display_name"]
+                .as_str()
+                .or(l["name"].as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    let emails: BTreeSet<String> = contacts
+        .iter()
+        .filter_map(|c| c["emails"][0]["email"].as_str().map(str::to_owned))
+        .collect();
+    let duplicates = (leads.len() - lead_names.len()) + (contacts.len() - emails.len());
+    drop(procs);
+    Ok(Row {
+        workers,
+        new,
+        unchanged,
+        peak_rss,
+        leads: leads.len(),
+        contacts: contacts.len(),
+        duplicates,
+        max_pg_connections: max_connections,
+    })
+}
+
+/// Per endpoint group: answered ok, answered 429, and the ok rate over the span of the
+/// group's requests.
+fn groups(
+    requests: &[harness::sandbox::close::RequestRecord],
+) -> BTreeMap<&'static str, (usize, usize, f64)> {
+    let mut by: BTreeMap<&'static str, Vec<&harness::sandbox::close::RequestRecord>> =
+        BTreeMap::new();
+    for r in requests {
+        by.entry(r.group).or_default().push(r);
+    }
+    by.into_iter()
+        .map(|(g, rs)| {
+            let ok = rs.iter().filter(|r| (200..300).contains(&r.status)).count();
+            let limited = rs.iter().filter(|r| r.status == 429).count();
+            let first = rs.iter().map(|r| r.at_us).min().unwrap_or(0);
+            let last = rs.iter().map(|r| r.at_us).max().unwrap_or(0);
+            let span = (last.saturating_sub(first)) as f64 / 1e6;
+            // n requests over a span have n - 1 gaps.
+            let rate = if span > 0.0 {
+                (ok.saturating_sub(1)) as f64 / span
+            } else {
+                0.0
+            };
+            (g, (ok, limited, rate))
+        })
+        .collect()
+}
+
+fn print_row(args: &ScaleArgs, row: &Row) {
+    let accounts = args.accounts as f64;
+    let entities = (args.accounts * (1 + args.users_per_account)) as f64;
+    let n = &row.new;
+    let total = n.requests.len();
+    let limited = n.requests.iter().filter(|r| r.status == 429).count();
+    let per_group: Vec<String> = groups(&n.requests)
+        .into_iter()
+        .filter(|(_, (ok, _, _))| *ok >= 20)
+        .map(|(g, (_, _, rate))| format!("{g} {:.0} %", 100.0 * rate / args.rate_limit))
+        .collect();
+    let cpu_ms = |phase: &Phase, who: &str| -> f64 {
+        phase
+            .cpu
+            .iter()
+            .filter(|(name, _)| name.starts_with(who))
+            .map(|(_, s)| s)
+            .sum::<f64>()
+            * 1000.0
+            / entities
+    };
+    let worker_rss = row
+        .peak_rss
+        .iter()
+        .filter(|(name, _)| name.starts_with("worker"))
+        .map(|(_, mb)| *mb)
+        .fold(0.0, f64::max);
+    println!(
+        "| {} | {} | {:.2} % | {:.2} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:.1} / {:.1} | {:.1} s / {:.1} s | {} / {} | {} | {} | {} |",
+        row.workers,
+        per_group.join(", "),
+        100.0 * limited as f64 / total.max(1) as f64,
+        total as f64 / accounts,
+        cpu_ms(n, "ingest"),
+        cpu_ms(n, "worker"),
+        n.postgres_cpu * 1000.0 / entities,
+        cpu_ms(&row.unchanged, "ingest"),
+        cpu_ms(&row.unchanged, "worker"),
+        row.unchanged.postgres_cpu * 1000.0 / entities,
+        row.peak_rss.get("ingest").copied().unwrap_or(0.0),
+        worker_rss,
+        n.wall,
+        row.unchanged.wall,
+        row.leads,
+        row.contacts,
+        row.unchanged.requests.len(),
+        row.duplicates,
+        row.max_pg_connections,
+    );
+}
+
+/// Runs `scale` for every worker count and prints the table.
+pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
+    if args.workers.is_empty() || args.workers.contains(&0) || args.concurrency == 0 {
+        bail!("--workers and --concurrency must be at least 1");
+    }
+    let mut rows = Vec::new();
+    for &n in &args.workers {
+        rows.push(run_one(&args, n).await?);
+    }
+    println!("closeio-bench scale");
+    println!(
+        "{} new accounts × {} users, then the same unchanged; simulator limit {} req/s per key and endpoint group (1 s windows), not told to the workers; WORKER_CONCURRENCY={}",
+        args.accounts, args.users_per_account, args.rate_limit, args.concurrency
+    );
+    println!();
+    println!("| workers | ok req/s per group (% of limit) | 429 share | Close req per new account | CPU ms per new entity: ingest / workers / Postgres | CPU ms per unchanged entity: ingest / workers / Postgres | peak RSS MB: ingest / largest worker | wall: new / unchanged | leads / contacts in Close | Close req when unchanged | duplicates | Postgres connections (max) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in &rows {
+        print_row(&args, row);
+    }
+    Ok(())
+}

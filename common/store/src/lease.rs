@@ -1,0 +1,136 @@
+//! Per-entity leases: two jobs on the same Hull entity never write to Close at the same time,
+//! without holding a transaction or a pooled connection while they talk to Close or Hull.
+//!
+//! A lease is claimed with one statement (it succeeds when nobody holds it or the holder's
+//! lease expired), renewed while the job runs, and released by the fenced commit of the sync
+//! state: the commit checks, in the same short transaction, that the lease still carries the
+//! fence this job got. A worker whose lease expired (it stalled, or lost its connection) cannot
+//! commit; a worker that died leaves a lease that expires by itself.
+
+use std::time::Duration;
+
+use domain::jobs::EntityKind;
+
+use crate::{save_success, Store, StoreError, SyncState};
+
+/// A claimed lease on one entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityLease {
+    /// The connector.
+    pub connector_id: String,
+    /// Account or user.
+    pub kind: EntityKind,
+    /// The Hull id (or account key).
+    pub hull_id: String,
+    /// The number this claim got; a later claim gets a higher one.
+    pub fence: i64,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Store {
+    /// Claims the lease of an entity for `ttl`; `None` while another job holds it.
+    pub async fn claim_entity(
+        &self,
+        connector_id: &str,
+        kind: EntityKind,
+        hull_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<EntityLease>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "INSERT INTO entity_leases (connector_id, kind, hull_id, fence, expires_at)
+                 VALUES ($1, $2, $3, nextval('entity_lease_fence'),
+                         clock_timestamp() + make_interval(secs => $4))
+                 ON CONFLICT (connector_id, kind, hull_id) DO UPDATE
+                   SET fence = nextval('entity_lease_fence'),
+                       expires_at = clock_timestamp() + make_interval(secs => $4)
+                   WHERE entity_leases.expires_at < clock_timestamp()
+                 RETURNING fence",
+                &[&connector_id, &kind.as_str(), &hull_id, &secs(ttl)],
+            )
+            .await?;
+        Ok(row.map(|r| EntityLease {
+            connector_id: connector_id.to_owned(),
+            kind,
+            hull_id: hull_id.to_owned(),
+            fence: r.get(0),
+        }))
+    }
+
+    /// Extends a lease still held; `false` when it was lost (expired and claimed by another).
+    pub async fn renew_entity(
+        &self,
+        lease: &EntityLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "UPDATE entity_leases SET expires_at = clock_timestamp() + make_interval(secs => $5)
+                 WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4",
+                &[
+                    &lease.connector_id,
+                    &lease.kind.as_str(),
+                    &lease.hull_id,
+                    &lease.fence,
+                    &secs(ttl),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Releases a lease without a commit (the job ended without writing).
+    pub async fn release_entity(&self, lease: &EntityLease) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "DELETE FROM entity_leases
+             WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4",
+            &[
+                &lease.connector_id,
+                &lease.kind.as_str(),
+                &lease.hull_id,
+                &lease.fence,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records a successful write and releases the lease, in one short transaction, only if
+    /// the lease is still this job's and has not expired; otherwise [`StoreError::LeaseLost`]
+    /// and nothing is written.
+    pub async fn commit_entity(
+        &self,
+        lease: &EntityLease,
+        state: &SyncState,
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let held = tx
+            .execute(
+                "DELETE FROM entity_leases
+                 WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
+                   AND expires_at > clock_timestamp()",
+                &[
+                    &lease.connector_id,
+                    &lease.kind.as_str(),
+                    &lease.hull_id,
+                    &lease.fence,
+                ],
+            )
+            .await?;
+        if held != 1 {
+            return Err(StoreError::LeaseLost {
+                entity: format!("{}/{}", lease.kind.as_str(), lease.hull_id),
+            });
+        }
+        save_success(&tx, &lease.connector_id, lease.kind, &lease.hull_id, state).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

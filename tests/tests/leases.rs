@@ -1,0 +1,153 @@
+//! Entity leases (`entity_leases`): one holder at a time, a lease that expired cannot commit,
+//! and a released or expired lease can be claimed again at once. Each "worker" is its own
+//! `Store` on one fresh database.
+
+use std::time::Duration;
+
+use common::crypto::SecretBox;
+use common::jobs::EntityKind;
+use common::store::{self, Store, StoreError, SyncState};
+use harness::TestDb;
+
+fn worker_store(db: &TestDb) -> Store {
+    Store::connect(&db.url, 2, SecretBox::new([7u8; 32], None)).expect("store")
+}
+
+async fn connector(db: &TestDb) {
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    c.batch_execute(
+        "INSERT INTO connectors (id, organization, secret_enc) VALUES ('c1', 'org.example', '\\x00'::bytea)",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("insert connector: {e}"));
+}
+
+fn state(close_id: &str) -> SyncState {
+    SyncState {
+        close_id: Some(close_id.into()),
+        lead_id: None,
+        body_hash: Some("h".into()),
+        failures: 0,
+    }
+}
+
+async fn close_id_of(s: &Store) -> Option<String> {
+    let c = s.pool().get().await.expect("conn");
+    store::load_state(&c, "c1", EntityKind::Account, "acc_1")
+        .await
+        .expect("state")
+        .close_id
+}
+
+#[tokio::test]
+async fn one_holder_at_a_time_and_an_expired_lease_cannot_commit() {
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let (a, b) = (worker_store(&db), worker_store(&db));
+    let ttl = Duration::from_millis(300);
+    let first = a
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    assert!(
+        b.claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+            .await
+            .expect("claim")
+            .is_none(),
+        "held by A"
+    );
+    // Another entity is not held.
+    assert!(b
+        .claim_entity("c1", EntityKind::User, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .is_some());
+
+    // A stalls past its lease; B takes the entity over and commits.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let second = b
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .expect("expired, so free");
+    assert!(second.fence > first.fence);
+    assert!(
+        !a.renew_entity(&first, ttl).await.expect("renew"),
+        "A cannot renew a lease it lost"
+    );
+    let late = a.commit_entity(&first, &state("lead_from_a")).await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+    assert_eq!(close_id_of(&a).await, None, "A's late commit wrote nothing");
+    b.commit_entity(&second, &state("lead_from_b"))
+        .await
+        .expect("B commits");
+    assert_eq!(close_id_of(&a).await.as_deref(), Some("lead_from_b"));
+
+    // The commit gave the lease up: it can be claimed at once.
+    assert!(a
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .is_some());
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_cannot_commit_even_before_anyone_else_claims_it() {
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let a = worker_store(&db);
+    let ttl = Duration::from_millis(200);
+    let lease = a
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(matches!(
+        a.commit_entity(&lease, &state("lead_late")).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(close_id_of(&a).await, None);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_released_lease_is_free_at_once_and_renewal_keeps_it() {
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let (a, b) = (worker_store(&db), worker_store(&db));
+    let ttl = Duration::from_millis(300);
+    let lease = a
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(a.renew_entity(&lease, ttl).await.expect("renew"));
+    }
+    assert!(
+        b.claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+            .await
+            .expect("claim")
+            .is_none(),
+        "renewed past its first expiry, still A's"
+    );
+    a.release_entity(&lease).await.expect("release");
+    assert!(b
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .is_some());
+    db.drop_db().await;
+}

@@ -1,0 +1,121 @@
+//! The lease a job holds on the entity it writes (see `store::lease`): claimed before the sync
+//! state is read, renewed in the background while Close and Hull are called, and given up by
+//! the fenced commit, by [`HeldLease::release`], or — if the job fails or panics — when it is
+//! dropped. No Postgres connection is held in between.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use common::jobs::EntityKind;
+use common::store::{EntityLease, Store, StoreError, SyncState};
+
+use crate::{Ctx, JobError};
+
+/// A lease held by this job.
+pub struct HeldLease {
+    store: Store,
+    lease: Option<EntityLease>,
+    renewal: CancellationToken,
+}
+
+/// Claims the lease of an entity, waiting while another job holds it (polling, with growing
+/// pauses, for up to twice the lease time). A job that still finds it held is retried later
+/// without burning an attempt.
+pub async fn hold(
+    ctx: &Ctx,
+    connector_id: &str,
+    kind: EntityKind,
+    hull_id: &str,
+) -> Result<HeldLease, JobError> {
+    let ttl = ctx.cfg.lease;
+    let deadline = tokio::time::Instant::now() + ttl * 2;
+    let mut pause = Duration::from_millis(10);
+    let lease = loop {
+        if let Some(lease) = ctx
+            .store
+            .claim_entity(connector_id, kind, hull_id, ttl)
+            .await?
+        {
+            break lease;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(JobError::Later {
+                reason: format!(
+                    "{}/{hull_id} is being written by another job",
+                    kind.as_str()
+                ),
+                after: ttl,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    };
+    let renewal = CancellationToken::new();
+    tokio::spawn(renew(
+        ctx.store.clone(),
+        lease.clone(),
+        ttl,
+        renewal.clone(),
+    ));
+    Ok(HeldLease {
+        store: ctx.store.clone(),
+        lease: Some(lease),
+        renewal,
+    })
+}
+
+/// Extends the lease every third of its time until cancelled or lost.
+async fn renew(store: Store, lease: EntityLease, ttl: Duration, stop: CancellationToken) {
+    let every = ttl / 3;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match store.renew_entity(&lease, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(entity = %lease.hull_id, "entity lease lost; this job will not commit");
+                return;
+            }
+            // Keep trying: a short database hiccup must not lose the lease.
+            Err(e) => {
+                tracing::warn!(entity = %lease.hull_id, error = %e, "could not renew an entity lease")
+            }
+        }
+    }
+}
+
+impl HeldLease {
+    /// Records the sync state and gives the lease up (fenced: fails with
+    /// [`StoreError::LeaseLost`] if it expired and was taken over).
+    pub async fn commit(mut self, state: &SyncState) -> Result<(), StoreError> {
+        self.renewal.cancel();
+        let lease = self.lease.take().expect("a held lease");
+        self.store.commit_entity(&lease, state).await
+    }
+
+    /// Gives the lease up without writing.
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        self.renewal.cancel();
+        let lease = self.lease.take().expect("a held lease");
+        self.store.release_entity(&lease).await
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewal.cancel();
+        if let Some(lease) = self.lease.take() {
+            // The job failed (or panicked) with the lease held: give it up now rather than let
+            // the next attempt wait for it to expire.
+            let store = self.store.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = store.release_entity(&lease).await;
+                });
+            }
+        }
+    }
+}
