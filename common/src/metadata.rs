@@ -2,9 +2,11 @@
 //! Postgres, refreshed by the scheduler and on demand when missing or stale. Nothing fetches
 //! it per message.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::closeio::{ApiKey, CloseClient, CloseError, CustomFieldObject};
 use crate::mapping::CloseMetadata;
@@ -94,4 +96,92 @@ pub async fn get(
         }
     }
     refresh(store, close, connector).await
+}
+
+/// When the metadata was fetched, and the metadata parsed.
+type Parsed = (DateTime<Utc>, Arc<CloseMetadata>);
+
+/// Close metadata kept in memory per connector, for a process that needs it on every job (the
+/// worker): parsed once per version of the stored metadata rather than once per job, and
+/// fetched from Close by one job at a time per connector (single flight) when missing or stale,
+/// however many jobs need it at once.
+#[derive(Clone, Default)]
+pub struct MetadataCache {
+    parsed: Arc<parking_lot::Mutex<HashMap<String, Parsed>>>,
+    flights: Arc<parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl MetadataCache {
+    /// An empty cache.
+    pub fn new() -> MetadataCache {
+        MetadataCache::default()
+    }
+
+    /// The metadata of `connector` (as loaded for this job), refreshed when older than `ttl`.
+    pub async fn get(
+        &self,
+        store: &Store,
+        close: &CloseClient,
+        connector: &Connector,
+        ttl: Duration,
+    ) -> Result<Arc<CloseMetadata>, MetadataError> {
+        let is_fresh = |at: DateTime<Utc>| {
+            (Utc::now() - at)
+                .to_std()
+                .map(|age| age < ttl)
+                .unwrap_or(true)
+        };
+        // The parsed copy, unless the stored metadata is newer (the scheduler refreshed it).
+        let stored_at = connector.metadata_fetched_at;
+        if let Some(hit) = self.cached(&connector.id, |at| {
+            is_fresh(at) && stored_at.is_none_or(|stored| stored <= at)
+        }) {
+            return Ok(hit);
+        }
+        if let (Some(at), Some(value)) = (connector.metadata_fetched_at, &connector.metadata) {
+            if is_fresh(at) {
+                if let Ok(meta) = serde_json::from_value::<CloseMetadata>(value.clone()) {
+                    return Ok(self.keep(&connector.id, at, meta));
+                }
+            }
+        }
+        // Stale or missing: one job per connector fetches, the others wait for its result.
+        let flight = self
+            .flights
+            .lock()
+            .entry(connector.id.clone())
+            .or_default()
+            .clone();
+        let _turn = flight.lock().await;
+        if let Some(hit) = self.cached(&connector.id, is_fresh) {
+            return Ok(hit);
+        }
+        let meta = refresh(store, close, connector).await?;
+        Ok(self.keep(&connector.id, Utc::now(), meta))
+    }
+
+    fn cached(
+        &self,
+        connector_id: &str,
+        is_fresh: impl Fn(DateTime<Utc>) -> bool,
+    ) -> Option<Arc<CloseMetadata>> {
+        self.parsed
+            .lock()
+            .get(connector_id)
+            .filter(|(at, _)| is_fresh(*at))
+            .map(|(_, m)| m.clone())
+    }
+
+    fn keep(
+        &self,
+        connector_id: &str,
+        at: DateTime<Utc>,
+        meta: CloseMetadata,
+    ) -> Arc<CloseMetadata> {
+        let meta = Arc::new(meta);
+        self.parsed
+            .lock()
+            .insert(connector_id.to_owned(), (at, meta.clone()));
+        meta
+    }
 }

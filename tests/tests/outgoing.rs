@@ -521,3 +521,29 @@ async fn a_lead_deleted_in_close_is_recreated_for_its_account_and_users() {
     assert_eq!(env.leads_with_url("acme.com")[0]["name"], "Acme 2");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn close_metadata_is_fetched_once_however_many_jobs_need_it_at_first_use() {
+    let accounts: Vec<Value> = (0..8)
+        .map(|i| account(&format!("meta{i}.com"), &format!("Meta {i}"), SYNC_SEGMENT))
+        .collect();
+    let env = env_with(accounts, vec![]).await;
+    let ids: Vec<String> = (0..8)
+        .map(|i| account_id(&env, &format!("meta{i}.com")))
+        .collect();
+    env.close.clear_requests();
+    notify_accounts(&env, &ids).await;
+    assert_eq!(env.drain().await.unwrap(), 8);
+    let status_reads = env
+        .close
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/status/lead"))
+        .count();
+    assert_eq!(
+        status_reads, 1,
+        "concurrent jobs share one metadata fetch per connector"
+    );
+    assert_eq!(env.close.leads().len(), 8);
+    env.cleanup().await;
+}

@@ -485,8 +485,10 @@ async fn page(
         )));
     }
     let t = tenant(ctx, connector_id).await?;
-    let meta =
-        common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
+    let meta = ctx
+        .metadata
+        .get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl)
+        .await?;
     let since = window.resume_from();
     let page_size = u32::try_from(run.page_size).unwrap_or(100).max(1);
     let read = read_page(ctx, &t, since, window.until, page_size).await?;
@@ -582,8 +584,10 @@ pub async fn refresh_lead(
     lead_id: &str,
 ) -> Result<Outcome, JobError> {
     let t = tenant(ctx, connector_id).await?;
-    let meta =
-        common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
+    let meta = ctx
+        .metadata
+        .get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl)
+        .await?;
     let lead = match ctx.close.get_lead(&t.key, lead_id).await {
         Ok(lead) => lead,
         // Deleted since: its deletion event marks it.

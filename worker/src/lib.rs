@@ -125,6 +125,8 @@ pub struct Ctx {
     pub hull: HullClient,
     /// Batched firehose writes of the outgoing jobs.
     pub firehose: firehose_sink::FirehoseSink,
+    /// Close metadata per connector, parsed once and fetched by one job at a time.
+    pub metadata: common::metadata::MetadataCache,
     /// Configuration.
     pub cfg: WorkerConfig,
     /// Jobs in flight in this process (mirrors the `worker_jobs_in_flight` gauge).
@@ -216,6 +218,7 @@ impl Worker {
                 close,
                 hull,
                 firehose,
+                metadata: common::metadata::MetadataCache::new(),
                 cfg,
                 in_flight: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             }),

@@ -95,8 +95,10 @@ pub async fn account(
             &reason,
         ));
     }
-    let meta =
-        common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
+    let meta = ctx
+        .metadata
+        .get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl)
+        .await?;
     let (outcome, _lead_id) = sync(ctx, &t, &meta, Target::Lead { account }).await?;
     Ok(outcome)
 }
@@ -269,14 +271,19 @@ async fn sync(
         failures: 0,
     };
     lease.commit(&new_state).await?;
-    let body = Value::Object(body);
     match kind {
         EntityKind::Account => {
-            tracing::info!(account_id = hull_id, lead_id = %close_id, action = ?action, body = %body, "outgoing.account.success")
+            tracing::info!(account_id = hull_id, lead_id = %close_id, action = ?action, "outgoing.account.success")
         }
         EntityKind::User => {
-            tracing::info!(user_id = hull_id, contact_id = %close_id, action = ?action, body = %body, "outgoing.user.success")
+            tracing::info!(user_id = hull_id, contact_id = %close_id, action = ?action, "outgoing.user.success")
         }
+    }
+    // The body only at debug: serialising it for every success costs more than the rest of
+    // the log line.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let body = Value::Object(body);
+        tracing::debug!(hull_id, close_id = %close_id, body = %body, "body sent to Close");
     }
     metrics::counter!("outgoing_writes_total", "kind" => object, "action" => format!("{action:?}").to_lowercase()).increment(1);
     Ok((
@@ -384,8 +391,10 @@ pub async fn user(
             &SkipReason::UserNoAccount,
         ));
     };
-    let meta =
-        common::metadata::get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl).await?;
+    let meta = ctx
+        .metadata
+        .get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl)
+        .await?;
     let lead_id = lead_of(ctx, &t, &meta, account).await?;
     match sync(
         ctx,

@@ -46,7 +46,8 @@ pub struct CloseClientConfig {
     pub burst: u32,
     /// `User-Agent` header.
     pub user_agent: String,
-    /// Total attempts for reads (GET, `POST /data/search/`) on transient failures, >= 1.
+    /// Total attempts for reads (GET, `POST /data/search/`) on transient failures, and for
+    /// writes answered 429 (not applied), >= 1.
     pub max_read_attempts: usize,
     /// First delay of the exponential read-retry backoff (jittered, doubled each time).
     pub retry_base_delay: Duration,
@@ -161,6 +162,7 @@ struct Inner {
     initial_spacing: Duration,
     ceiling_rps: Option<f64>,
     burst: u32,
+    max_write_attempts_on_429: usize,
     backoff: ExponentialBuilder,
 }
 
@@ -168,8 +170,10 @@ struct Inner {
 /// budget (pacing per key and endpoint group, and 429 pauses; shared with other processes when
 /// the budget is).
 ///
-/// Writes (POST/PUT/DELETE) are sent exactly once: a failed write is never re-sent by the
-/// client; check [`CloseError::is_ambiguous_write`] and look the object up before retrying.
+/// Writes (POST/PUT/DELETE) are sent once, except after a 429 (which Close did not apply):
+/// then they are sent again after the reset, like reads. Any other failed write is never
+/// re-sent by the client; check [`CloseError::is_ambiguous_write`] and look the object up
+/// before retrying.
 /// Reads are retried on 429 (after the reset) and transient failures, a bounded number of times.
 #[derive(Clone)]
 pub struct CloseClient {
@@ -238,6 +242,7 @@ impl CloseClient {
                 initial_spacing,
                 ceiling_rps: config.rate_limit_rps,
                 burst: config.burst,
+                max_write_attempts_on_429: config.max_read_attempts.max(1),
                 backoff,
             }),
         })
@@ -247,7 +252,22 @@ impl CloseClient {
     /// object for an empty 2xx body).
     pub(crate) async fn execute(&self, key: &ApiKey, call: &Call<'_>) -> Result<Value, CloseError> {
         if !call.read {
-            return self.attempt(key, call).await;
+            // A write answered 429 was not applied: it is sent again once the group's pause
+            // (set by that 429, shared with every worker) has passed. Any other failure of a
+            // write is returned as it is (it may have been applied).
+            let mut attempts = 1;
+            loop {
+                match self.attempt(key, call).await {
+                    Err(CloseError::RateLimited { .. })
+                        if attempts < self.inner.max_write_attempts_on_429 =>
+                    {
+                        attempts += 1;
+                        metrics::counter!("closeio_write_resent_after_429_total", "group" => call.group.as_str())
+                            .increment(1);
+                    }
+                    other => return other,
+                }
+            }
         }
         (|| self.attempt(key, call))
             .retry(self.inner.backoff)

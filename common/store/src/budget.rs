@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::prepared::Prepared;
 use crate::{Store, StoreError};
 
 /// A reserved slot, on Postgres's clock.
@@ -32,7 +33,7 @@ impl Store {
         let c = self.pool.get().await?;
         let burst = i32::try_from(burst.max(1)).unwrap_or(i32::MAX);
         let row = c
-            .query_one(
+            .query_one_p(
                 "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, burst, tat)
                  VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $3::bigint / 1e6))
                  ON CONFLICT (key_fp, grp) DO UPDATE
@@ -63,7 +64,7 @@ impl Store {
         spacing: Duration,
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, tat)
              VALUES ($1, $2, $3, clock_timestamp())
              ON CONFLICT (key_fp, grp) DO UPDATE SET spacing_us = $3, updated_at = now()
@@ -82,7 +83,7 @@ impl Store {
         wait: Duration,
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, tat, paused_until)
              VALUES ($1, $2, 100000, clock_timestamp(),
                      clock_timestamp() + make_interval(secs => $3::bigint / 1e6))

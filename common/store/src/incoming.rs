@@ -9,6 +9,7 @@
 //! next run resumes from the cursor). The cursor only moves forward, to the progress of the
 //! first unfinished window, after the page before it was accepted by Hull.
 
+use crate::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -359,7 +360,7 @@ impl Store {
     pub async fn request_fetch(&self, connector_id: &str, full: bool) -> Result<bool, StoreError> {
         let c = self.pool.get().await?;
         let n = c
-            .execute(
+            .execute_p(
                 "INSERT INTO incoming_state (connector_id, fetch_requested_at, full_import_requested)
                  SELECT id, now(), $2 FROM connectors WHERE id = $1
                  ON CONFLICT (connector_id) DO UPDATE SET fetch_requested_at = now(),
@@ -376,7 +377,7 @@ impl Store {
     pub async fn fetch_candidates(&self) -> Result<Vec<FetchCandidate>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
-            .query(
+            .query_p(
                 &format!("SELECT c.id, s.cursor, s.full_import_completed_at, s.last_run_started_at, s.fetch_requested_at,
                         COALESCE(s.full_import_requested, false)
                  FROM connectors c LEFT JOIN incoming_state s ON s.connector_id = c.id
@@ -404,7 +405,7 @@ impl Store {
     pub async fn expire_fetch_runs(&self) -> Result<Vec<(Uuid, String)>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
-            .query(
+            .query_p(
                 "UPDATE fetch_runs SET state = 'abandoned', finished_at = now(),
                    last_error = COALESCE(last_error, 'lease expired without progress')
                  WHERE state IN ('planning', 'running') AND lease_until < now()
@@ -426,7 +427,7 @@ impl Store {
         let tx = c.transaction().await?;
         let id = Uuid::new_v4();
         let n = tx
-            .execute(
+            .execute_p(
                 "INSERT INTO fetch_runs (id, connector_id, kind, state, since, until, page_size, windows, lease_secs, lease_until)
                  VALUES ($1, $2, $3, 'planning', $4, $5, $6, $7, $8, now() + make_interval(secs => $8))
                  ON CONFLICT DO NOTHING",
@@ -436,7 +437,7 @@ impl Store {
         if n == 0 {
             return Ok(None);
         }
-        tx.execute(
+        tx.execute_p(
             "INSERT INTO incoming_state (connector_id, last_run_started_at) VALUES ($1, now())
              ON CONFLICT (connector_id) DO UPDATE SET last_run_started_at = now(), fetch_requested_at = NULL,
                full_import_requested = false, updated_at = now()",
@@ -464,7 +465,7 @@ impl Store {
         reason: &str,
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "UPDATE fetch_runs SET state = $2, last_error = $3, finished_at = now()
              WHERE id = $1 AND state IN ('planning', 'running')",
             &[&run_id, &state, &reason],
@@ -476,7 +477,7 @@ impl Store {
     /// Records the last error of a run without ending it (it is being retried).
     pub async fn note_fetch_error(&self, run_id: Uuid, error: &str) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "UPDATE fetch_runs SET last_error = $2 WHERE id = $1",
             &[&run_id, &error],
         )
@@ -488,7 +489,7 @@ impl Store {
     pub async fn fetch_run(&self, run_id: Uuid) -> Result<Option<FetchRun>, StoreError> {
         let c = self.pool.get().await?;
         let row = c
-            .query_opt(
+            .query_opt_p(
                 &format!("SELECT {RUN_COLUMNS} FROM fetch_runs WHERE id = $1"),
                 &[&run_id],
             )
@@ -508,7 +509,7 @@ impl Store {
     ) -> Result<Vec<FetchWindow>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
-            .query(
+            .query_p(
                 &format!(
                     "UPDATE fetch_windows SET next_published_at = now()
                      WHERE run_id = $1 AND NOT done
@@ -526,7 +527,7 @@ impl Store {
     /// Gives back claims of [`Self::claim_open_pages`] whose jobs could not be published.
     pub async fn release_open_pages(&self, run_id: Uuid, idxs: &[i32]) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "UPDATE fetch_windows SET next_published_at = NULL WHERE run_id = $1 AND idx = ANY($2)",
             &[&run_id, &idxs],
         )
@@ -546,7 +547,7 @@ impl Store {
     ) -> Result<Option<bool>, StoreError> {
         let c = self.pool.get().await?;
         let row = c
-            .query_opt(
+            .query_opt_p(
                 "UPDATE fetch_windows SET next_published_at = CASE
                      WHEN next_published_at IS NULL OR next_published_at < now() - make_interval(secs => $4) THEN now()
                      ELSE next_published_at END
@@ -561,7 +562,7 @@ impl Store {
     pub async fn fetch_windows(&self, run_id: Uuid) -> Result<Vec<FetchWindow>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
-            .query(
+            .query_p(
                 &format!(
                     "SELECT {WINDOW_COLUMNS} FROM fetch_windows WHERE run_id = $1 ORDER BY idx"
                 ),
@@ -579,7 +580,7 @@ impl Store {
     ) -> Result<Option<FetchWindow>, StoreError> {
         let c = self.pool.get().await?;
         let row = c
-            .query_opt(
+            .query_opt_p(
                 &format!(
                     "SELECT {WINDOW_COLUMNS} FROM fetch_windows WHERE run_id = $1 AND idx = $2"
                 ),
@@ -600,7 +601,7 @@ impl Store {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let state: Option<String> = tx
-            .query_opt(
+            .query_opt_p(
                 "SELECT state FROM fetch_runs WHERE id = $1 FOR UPDATE",
                 &[&run_id],
             )
@@ -613,13 +614,13 @@ impl Store {
         }
         for (idx, (since, until)) in windows.iter().enumerate() {
             let idx = i32::try_from(idx).unwrap_or(i32::MAX);
-            tx.execute(
+            tx.execute_p(
                 "INSERT INTO fetch_windows (run_id, idx, since, until) VALUES ($1, $2, $3, $4)",
                 &[&run_id, &idx, since, until],
             )
             .await?;
         }
-        tx.execute(
+        tx.execute_p(
             "UPDATE fetch_runs SET state = 'running', events_applied = $2, lease_until = now() + make_interval(secs => lease_secs)
              WHERE id = $1",
             &[&run_id, &events_applied],
@@ -639,7 +640,7 @@ impl Store {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let run = tx
-            .query_opt(
+            .query_opt_p(
                 "SELECT connector_id, state, until, kind FROM fetch_runs WHERE id = $1 FOR UPDATE",
                 &[&page.run_id],
             )
@@ -654,7 +655,7 @@ impl Store {
         }
         let skip = serde_json::to_value(&page.skip_ids).unwrap_or_else(|_| Value::Array(vec![]));
         let n = tx
-            .execute(
+            .execute_p(
                 "UPDATE fetch_windows SET next_seq = next_seq + 1, progress = COALESCE($4, progress), skip_ids = $5,
                    done = $6, pages_done = pages_done + 1, leads = leads + $7, updated_at = now(),
                    next_published_at = now()
@@ -665,7 +666,7 @@ impl Store {
         if n == 0 {
             return Ok(PageCommitResult::Stale);
         }
-        tx.execute(
+        tx.execute_p(
             "UPDATE fetch_runs SET pages_done = pages_done + 1, leads_imported = leads_imported + $2,
                contacts_imported = contacts_imported + $3, last_error = NULL,
                lease_until = now() + make_interval(secs => lease_secs)
@@ -674,7 +675,7 @@ impl Store {
         )
         .await?;
         let windows = tx
-            .query("SELECT done, COALESCE(progress, since) FROM fetch_windows WHERE run_id = $1 ORDER BY idx", &[&page.run_id])
+            .query_p("SELECT done, COALESCE(progress, since) FROM fetch_windows WHERE run_id = $1 ORDER BY idx", &[&page.run_id])
             .await?;
         let first_open = windows.iter().find(|w| !w.get::<_, bool>(0));
         let run_completed = first_open.is_none();
@@ -683,13 +684,13 @@ impl Store {
             None => Some(until),
         };
         if run_completed {
-            tx.execute(
+            tx.execute_p(
                 "UPDATE fetch_runs SET state = 'completed', finished_at = now() WHERE id = $1",
                 &[&page.run_id],
             )
             .await?;
             if kind == FetchKind::Full.as_str() {
-                tx.execute(
+                tx.execute_p(
                     "INSERT INTO incoming_state (connector_id, full_import_completed_at) VALUES ($1, now())
                      ON CONFLICT (connector_id) DO UPDATE SET full_import_completed_at = now(), updated_at = now()",
                     &[&connector_id],
@@ -698,7 +699,7 @@ impl Store {
             }
         }
         let cursor: Option<DateTime<Utc>> = tx
-            .query_one(
+            .query_one_p(
                 "INSERT INTO incoming_state (connector_id, cursor) VALUES ($1, $2)
                  ON CONFLICT (connector_id) DO UPDATE SET cursor = GREATEST(incoming_state.cursor, EXCLUDED.cursor),
                    updated_at = now()
@@ -722,21 +723,21 @@ impl Store {
     ) -> Result<Option<IncomingProgress>, StoreError> {
         let c = self.pool.get().await?;
         let exists = c
-            .query_opt("SELECT 1 FROM connectors WHERE id = $1", &[&connector_id])
+            .query_opt_p("SELECT 1 FROM connectors WHERE id = $1", &[&connector_id])
             .await?
             .is_some();
         if !exists {
             return Ok(None);
         }
         let state = c
-            .query_opt(
+            .query_opt_p(
                 "SELECT cursor, full_import_completed_at, last_run_started_at, fetch_requested_at
                  FROM incoming_state WHERE connector_id = $1",
                 &[&connector_id],
             )
             .await?;
         let run = c
-            .query_opt(
+            .query_opt_p(
                 &format!("SELECT {RUN_COLUMNS} FROM fetch_runs WHERE connector_id = $1 ORDER BY started_at DESC LIMIT 1"),
                 &[&connector_id],
             )
@@ -768,7 +769,7 @@ impl Store {
     ) -> Result<Option<StoredSubscription>, StoreError> {
         let c = self.pool.get().await?;
         let row = c
-            .query_opt(
+            .query_opt_p(
                 "SELECT subscription_id, url, signature_key_enc, api_key_fingerprint, checked_at
                  FROM webhook_subscriptions WHERE connector_id = $1",
                 &[&connector_id],
@@ -795,7 +796,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
         let sealed = self.secrets.seal(signature_key);
-        c.execute(
+        c.execute_p(
             "INSERT INTO webhook_subscriptions (connector_id, subscription_id, url, signature_key_enc, api_key_fingerprint)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (connector_id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id, url = EXCLUDED.url,
@@ -810,7 +811,7 @@ impl Store {
     /// Marks the subscription checked now.
     pub async fn touch_webhook_subscription(&self, connector_id: &str) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "UPDATE webhook_subscriptions SET checked_at = now() WHERE connector_id = $1",
             &[&connector_id],
         )
@@ -826,7 +827,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
-            .query(
+            .query_p(
                 &format!("SELECT c.id FROM connectors c LEFT JOIN webhook_subscriptions w ON w.connector_id = c.id
                  WHERE c.api_key_enc IS NOT NULL AND {PARKED_FILTER}
                    AND (w.connector_id IS NULL OR w.api_key_fingerprint IS DISTINCT FROM c.api_key_fingerprint
@@ -841,7 +842,7 @@ impl Store {
     /// Forgets webhook events older than `older_than_secs` (Close retries for 72 hours at most).
     pub async fn purge_webhook_events(&self, older_than_secs: f64) -> Result<u64, StoreError> {
         let c = self.pool.get().await?;
-        Ok(c.execute(
+        Ok(c.execute_p(
             "DELETE FROM webhook_events WHERE received_at < now() - make_interval(secs => $1)",
             &[&older_than_secs],
         )

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use domain::jobs::EntityKind;
 
+use crate::prepared::Prepared;
 use crate::{save_success, Store, StoreError, SyncState};
 
 /// A claimed lease on one entity.
@@ -41,7 +42,7 @@ impl Store {
     ) -> Result<Option<EntityLease>, StoreError> {
         let c = self.pool.get().await?;
         let row = c
-            .query_opt(
+            .query_opt_p(
                 "INSERT INTO entity_leases (connector_id, kind, hull_id, fence, expires_at)
                  VALUES ($1, $2, $3, nextval('entity_lease_fence'),
                          clock_timestamp() + make_interval(secs => $4))
@@ -69,7 +70,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let c = self.pool.get().await?;
         let n = c
-            .execute(
+            .execute_p(
                 "UPDATE entity_leases SET expires_at = clock_timestamp() + make_interval(secs => $5)
                  WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4",
                 &[
@@ -87,7 +88,7 @@ impl Store {
     /// Releases a lease without a commit (the job ended without writing).
     pub async fn release_entity(&self, lease: &EntityLease) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "DELETE FROM entity_leases
              WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4",
             &[
@@ -112,7 +113,7 @@ impl Store {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let held = tx
-            .execute(
+            .execute_p(
                 "DELETE FROM entity_leases
                  WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
                    AND expires_at > clock_timestamp()",

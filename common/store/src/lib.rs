@@ -17,6 +17,8 @@ use domain::crypto::{constant_time_eq, fingerprint, CryptoError, SecretBox};
 use domain::error::{Classify, ErrorClass};
 use domain::jobs::{EntityKind, Envelope};
 
+mod prepared;
+use prepared::Prepared;
 mod budget;
 pub use budget::Reservation;
 mod lease;
@@ -281,7 +283,7 @@ impl Store {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let existing = tx
-            .query_opt(
+            .query_opt_p(
                 "SELECT private_settings, api_key_fingerprint, organization, secret_enc FROM connectors WHERE id = $1 FOR UPDATE",
                 &[&id],
             )
@@ -315,7 +317,7 @@ impl Store {
         {
             let key_enc = api_key.as_deref().map(|k| self.secrets.seal(k));
             let secret_enc = self.secrets.seal(secret);
-            tx.execute(
+            tx.execute_p(
                 "INSERT INTO connectors (id, organization, secret_enc, private_settings, api_key_enc, api_key_fingerprint)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (id) DO UPDATE SET organization = EXCLUDED.organization, secret_enc = EXCLUDED.secret_enc,
@@ -328,7 +330,7 @@ impl Store {
         }
         if outcome.api_key_changed {
             // A new key invalidates cached metadata.
-            tx.execute(
+            tx.execute_p(
                 "UPDATE connectors SET metadata = NULL, metadata_fetched_at = NULL WHERE id = $1",
                 &[&id],
             )
@@ -346,7 +348,7 @@ impl Store {
     pub async fn check_secret(&self, id: &str, secret: &str) -> Result<Option<bool>, StoreError> {
         let c = self.pool.get().await?;
         let row = c
-            .query_opt("SELECT secret_enc FROM connectors WHERE id = $1", &[&id])
+            .query_opt_p("SELECT secret_enc FROM connectors WHERE id = $1", &[&id])
             .await?;
         let Some(row) = row else { return Ok(None) };
         let stored = self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
@@ -357,7 +359,7 @@ impl Store {
     pub async fn connector(&self, id: &str) -> Result<Option<Connector>, StoreError> {
         let c = self.pool.get().await?;
         let row = c
-            .query_opt(
+            .query_opt_p(
                 "SELECT id, organization, secret_enc, private_settings, api_key_enc, status, status_messages,
                         parked_reason, metadata, metadata_fetched_at, settings_version
                  FROM connectors WHERE id = $1",
@@ -386,7 +388,7 @@ impl Store {
     pub async fn connector_summaries(&self) -> Result<Vec<ConnectorSummary>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
-            .query(
+            .query_p(
                 "SELECT c.id, c.organization, c.status, c.status_messages, c.parked_reason,
                    (SELECT count(*) FROM sync_state s WHERE s.connector_id = c.id AND s.kind = 'account' AND s.close_id IS NOT NULL),
                    (SELECT count(*) FROM sync_state s WHERE s.connector_id = c.id AND s.kind = 'user' AND s.close_id IS NOT NULL),
@@ -425,7 +427,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
         let msgs = serde_json::to_value(messages).unwrap_or(Value::Array(vec![]));
-        c.execute(
+        c.execute_p(
             "UPDATE connectors SET status = $2, status_messages = $3, status_checked_at = now() WHERE id = $1",
             &[&id, &status, &msgs],
         )
@@ -436,7 +438,7 @@ impl Store {
     /// Stores freshly fetched Close metadata.
     pub async fn set_metadata(&self, id: &str, metadata: &Value) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "UPDATE connectors SET metadata = $2, metadata_fetched_at = now() WHERE id = $1",
             &[&id, metadata],
         )
@@ -462,7 +464,7 @@ impl Store {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let previous: Value = tx
-            .query_opt(
+            .query_opt_p(
                 "DELETE FROM retries WHERE id = $1 RETURNING errors",
                 &[&env.id],
             )
@@ -473,7 +475,7 @@ impl Store {
         errors.push(serde_json::json!({"at": Utc::now(), "attempt": env.attempt, "error": error}));
         let body = serde_json::to_value(env).unwrap_or(Value::Null);
         let id = Uuid::new_v4();
-        tx.execute(
+        tx.execute_p(
             "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
@@ -495,7 +497,7 @@ impl Store {
     /// Removes a job's retry row after it succeeded.
     pub async fn clear_retry(&self, id: Uuid) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute("DELETE FROM retries WHERE id = $1", &[&id])
+        c.execute_p("DELETE FROM retries WHERE id = $1", &[&id])
             .await?;
         Ok(())
     }
@@ -512,7 +514,7 @@ impl Store {
         let c = self.pool.get().await?;
         let pattern = error_contains.map(|e| format!("%{e}%"));
         let rows = c
-            .query(
+            .query_p(
                 "SELECT id, connector_id, job_name, entity_key, attempts, last_error, errors, envelope, created_at, replayed_at
                  FROM dead_letters
                  WHERE ($1::text IS NULL OR connector_id = $1) AND ($2::text IS NULL OR job_name = $2)
@@ -528,7 +530,7 @@ impl Store {
     pub async fn dead_letter_by_id(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError> {
         let c = self.pool.get().await?;
         let row = c
-            .query_opt(
+            .query_opt_p(
                 "SELECT id, connector_id, job_name, entity_key, attempts, last_error, errors, envelope, created_at, replayed_at
                  FROM dead_letters WHERE id = $1",
                 &[&id],
@@ -540,7 +542,7 @@ impl Store {
     /// Marks a dead letter replayed.
     pub async fn mark_replayed(&self, id: Uuid) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "UPDATE dead_letters SET replayed_at = now() WHERE id = $1",
             &[&id],
         )
@@ -560,7 +562,7 @@ async fn upsert_retry(
     let body = serde_json::to_value(env).unwrap_or(Value::Null);
     let state = if parked { "parked" } else { "scheduled" };
     let entry = serde_json::json!([{"at": Utc::now(), "attempt": env.attempt, "error": error}]);
-    c.execute(
+    c.execute_p(
         "INSERT INTO retries (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error, state, next_attempt_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope, attempts = EXCLUDED.attempts,
@@ -606,7 +608,7 @@ pub async fn load_state(
     hull_id: &str,
 ) -> Result<SyncState, StoreError> {
     let row = tx
-        .query_opt(
+        .query_opt_p(
             "SELECT close_id, lead_id, body_hash, failures FROM sync_state
              WHERE connector_id = $1 AND kind = $2 AND hull_id = $3",
             &[&connector_id, &kind.as_str(), &hull_id],
@@ -630,7 +632,7 @@ pub async fn save_success(
     hull_id: &str,
     state: &SyncState,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.execute_p(
         "INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures, last_error, next_retry_at)
          VALUES ($1, $2, $3, $4, $5, $6, now(), 0, NULL, NULL)
          ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id, lead_id = EXCLUDED.lead_id,
@@ -651,7 +653,7 @@ pub async fn save_failure(
     error: &str,
     next_retry_at: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    c.execute(
+    c.execute_p(
         "INSERT INTO sync_state (connector_id, kind, hull_id, failures, last_error, next_retry_at)
          SELECT $1, $2, $3, 1, $4, $5 WHERE EXISTS (SELECT 1 FROM connectors WHERE id = $1)
          ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET failures = sync_state.failures + 1,
@@ -700,7 +702,7 @@ impl Store {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let rows = tx
-            .query(
+            .query_p(
                 "SELECT id, envelope FROM retries WHERE state = 'scheduled' AND next_attempt_at <= now()
                  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED",
                 &[&limit],
@@ -728,7 +730,7 @@ impl Store {
             tracing::warn!(error = %e, "could not republish due retries; they stay scheduled");
             return Ok(0);
         }
-        tx.execute(
+        tx.execute_p(
             "UPDATE retries SET state = 'queued', updated_at = now() WHERE id = ANY($1)",
             &[&ids],
         )
@@ -745,7 +747,7 @@ impl Store {
     ) -> Result<Vec<RetryRow>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
-            .query(
+            .query_p(
                 "SELECT id, connector_id, job_name, entity_key, attempts, state, last_error, next_attempt_at
                  FROM retries WHERE ($1::text IS NULL OR connector_id = $1) ORDER BY next_attempt_at LIMIT $2",
                 &[&connector, &limit],
@@ -773,7 +775,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
-            .query(
+            .query_p(
                 "SELECT id FROM connectors
                  WHERE status_checked_at IS NULL OR status_checked_at < now() - make_interval(secs => $1)
                  ORDER BY id",
@@ -790,7 +792,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
-            .query(
+            .query_p(
                 "SELECT id FROM connectors
                  WHERE api_key_enc IS NOT NULL
                    AND (metadata_fetched_at IS NULL OR metadata_fetched_at < now() - make_interval(secs => $1))
@@ -810,7 +812,7 @@ impl Store {
         replayed_only: bool,
     ) -> Result<u64, StoreError> {
         let c = self.pool.get().await?;
-        Ok(c.execute(
+        Ok(c.execute_p(
             "DELETE FROM dead_letters WHERE ($1::text IS NULL OR connector_id = $1) AND (NOT $2 OR replayed_at IS NOT NULL)",
             &[&connector, &replayed_only],
         )
@@ -825,7 +827,7 @@ pub async fn forget_close_id(
     kind: EntityKind,
     hull_id: &str,
 ) -> Result<(), StoreError> {
-    c.execute(
+    c.execute_p(
         "UPDATE sync_state SET close_id = NULL, body_hash = NULL, updated_at = now()
          WHERE connector_id = $1 AND kind = $2 AND hull_id = $3",
         &[&connector_id, &kind.as_str(), &hull_id],

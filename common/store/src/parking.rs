@@ -11,6 +11,7 @@
 //! version the job saw), the job is scheduled for another attempt now instead, and the
 //! connector is not parked.
 
+use crate::prepared::Prepared;
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
 
@@ -42,7 +43,7 @@ impl Store {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let current: Option<i64> = tx
-            .query_opt(
+            .query_opt_p(
                 "SELECT settings_version FROM connectors WHERE id = $1 FOR UPDATE",
                 &[&env.connector_id],
             )
@@ -53,7 +54,7 @@ impl Store {
             super::upsert_retry(&tx, env, reason, Utc::now(), false).await?;
             Parking::Rescheduled
         } else {
-            tx.execute(
+            tx.execute_p(
                 "UPDATE connectors SET parked_reason = COALESCE(parked_reason, $2) WHERE id = $1",
                 &[&env.connector_id, &reason],
             )
@@ -69,7 +70,7 @@ impl Store {
     /// reason.
     pub async fn park_connector(&self, id: &str, reason: &str) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "UPDATE connectors SET parked_reason = COALESCE(parked_reason, $2) WHERE id = $1",
             &[&id, &reason],
         )
@@ -81,12 +82,12 @@ impl Store {
 /// Unparks a connector whose settings or key just changed (inside that change's transaction):
 /// its parked jobs are scheduled at once.
 pub(super) async fn unpark_in(tx: &impl GenericClient, id: &str) -> Result<(), StoreError> {
-    tx.execute(
+    tx.execute_p(
         "UPDATE connectors SET parked_reason = NULL WHERE id = $1",
         &[&id],
     )
     .await?;
-    tx.execute(
+    tx.execute_p(
         "UPDATE retries SET state = 'scheduled', next_attempt_at = now(), updated_at = now()
          WHERE connector_id = $1 AND state = 'parked'",
         &[&id],

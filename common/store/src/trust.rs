@@ -2,6 +2,7 @@
 //! already accepted (replays are no-ops), the `ENCRYPTION_KEY` check value, and dead letters
 //! for messages refused at the door.
 
+use crate::prepared::Prepared;
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
@@ -40,7 +41,7 @@ impl Store {
     pub async fn check_encryption_key(&self) -> Result<KeyCheck, StoreError> {
         let c = self.pool.get().await?;
         if let Some(row) = c
-            .query_opt("SELECT sealed FROM key_check WHERE id = 1", &[])
+            .query_opt_p("SELECT sealed FROM key_check WHERE id = 1", &[])
             .await?
         {
             let plain = self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
@@ -50,14 +51,14 @@ impl Store {
             return Ok(KeyCheck::Verified);
         }
         if let Some(row) = c
-            .query_opt("SELECT secret_enc FROM connectors LIMIT 1", &[])
+            .query_opt_p("SELECT secret_enc FROM connectors LIMIT 1", &[])
             .await?
         {
             self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
         }
         let sealed = self.secrets.seal(KEY_CHECK_PLAINTEXT);
         let inserted = c
-            .execute(
+            .execute_p(
                 "INSERT INTO key_check (id, sealed) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
                 &[&sealed],
             )
@@ -65,7 +66,7 @@ impl Store {
         if inserted == 0 {
             // Another process recorded it first, perhaps with another key: check that one.
             let row = c
-                .query_one("SELECT sealed FROM key_check WHERE id = 1", &[])
+                .query_one_p("SELECT sealed FROM key_check WHERE id = 1", &[])
                 .await?;
             self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
             return Ok(KeyCheck::Verified);
@@ -91,7 +92,7 @@ impl Store {
     {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        if tx.execute(insert_sql, params).await? == 0 {
+        if tx.execute_p(insert_sql, params).await? == 0 {
             return Ok(EventAcceptance::Duplicate);
         }
         insert_dead_letters(&tx, dead_letters).await?;
@@ -150,7 +151,7 @@ impl Store {
     /// Forgets notification ids accepted more than `older_than_secs` ago.
     pub async fn purge_notifications(&self, older_than_secs: f64) -> Result<u64, StoreError> {
         let c = self.pool.get().await?;
-        Ok(c.execute(
+        Ok(c.execute_p(
             "DELETE FROM notifications_seen WHERE seen_at < now() - make_interval(secs => $1)",
             &[&older_than_secs],
         )
@@ -177,7 +178,7 @@ impl Store {
                 };
                 if current.organization != organization || current.secret != secret {
                     let c = self.pool.get().await?;
-                    c.execute(
+                    c.execute_p(
                         "UPDATE connectors SET organization = $2, secret_enc = $3, updated_at = now(),
                            settings_version = settings_version + 1 WHERE id = $1",
                         &[&id, &organization, &self.secrets.seal(secret)],
@@ -188,7 +189,7 @@ impl Store {
             }
         };
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "UPDATE connectors SET registered_by = 'notification' WHERE id = $1 AND registered_by <> 'notification'",
             &[&id],
         )
@@ -212,7 +213,7 @@ impl Store {
             .upsert_connector(id, organization, secret, private_settings)
             .await?;
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "UPDATE connectors SET registered_by = 'query' WHERE id = $1 AND created_at = updated_at",
             &[&id],
         )
@@ -224,7 +225,7 @@ impl Store {
     pub async fn registered_by(&self, id: &str) -> Result<Option<String>, StoreError> {
         let c = self.pool.get().await?;
         Ok(
-            c.query_opt("SELECT registered_by FROM connectors WHERE id = $1", &[&id])
+            c.query_opt_p("SELECT registered_by FROM connectors WHERE id = $1", &[&id])
                 .await?
                 .map(|r| r.get(0)),
         )
@@ -257,7 +258,7 @@ async fn insert_dead_letters(
         errors.push(serde_json::json!([{"at": now, "attempt": 0, "error": error}]));
         last.push(error.clone());
     }
-    c.execute(
+    c.execute_p(
         "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error)
          SELECT id, connector_id, job_name, entity_key, envelope, 0, errors, last_error
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::text[])
@@ -330,7 +331,7 @@ impl Store {
         let id = uuid::Uuid::new_v4();
         let errors = serde_json::json!([{"at": chrono::Utc::now(), "attempt": 0, "error": error}]);
         let c = self.pool.get().await?;
-        c.execute(
+        c.execute_p(
             "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error)
              VALUES ($1, $2, 'unreadable', NULL, $3, 1, $4, $5)",
             &[&id, &connector, &serde_json::json!({"raw": text}), &errors, &error],
@@ -344,7 +345,7 @@ impl Store {
     /// Whether notification `id` was accepted already (within the replay window).
     pub async fn notification_seen(&self, id: &str) -> Result<bool, StoreError> {
         let c = self.pool.get().await?;
-        Ok(c.query_opt(
+        Ok(c.query_opt_p(
             "SELECT 1 FROM notifications_seen WHERE notification_id = $1",
             &[&id],
         )
