@@ -36,6 +36,9 @@ pub struct ScaleArgs {
     /// windows). The workers are not told it.
     #[arg(long, default_value_t = 10.0)]
     pub rate_limit: f64,
+    /// `DATABASE_POOL_SIZE` of ingest and of each worker.
+    #[arg(long, default_value_t = 4)]
+    pub pool_size: usize,
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 1_800)]
     pub timeout_secs: u64,
@@ -119,9 +122,18 @@ fn spawn(
     listen_var: &str,
 ) -> anyhow::Result<(Proc, u16)> {
     let port = free_port()?;
+    // Each process names its Postgres connections, so that they can be counted per process.
+    let db_url = format!(
+        "{}?application_name={}",
+        vars.get("DATABASE_URL")
+            .map(String::as_str)
+            .unwrap_or_default(),
+        name.replace(' ', "-")
+    );
     let child = Command::new(sibling(bin)?)
         .env_clear()
         .envs(vars)
+        .env("DATABASE_URL", db_url)
         .env(listen_var, format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -215,13 +227,16 @@ async fn phase(
     let published = published_jobs(&http, procs).await - published_before;
     loop {
         let done = finished_jobs(&http, procs).await - done_before;
+        // The most connections one worker process holds.
         let row = pg
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+                "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name LIKE 'worker-%'
+                 GROUP BY application_name) per_worker",
                 &[],
             )
             .await?;
-        *max_connections = (*max_connections).max(row.get::<_, i64>(0) - 1);
+        *max_connections = (*max_connections).max(row.get::<_, i64>(0));
         if done >= published {
             break;
         }
@@ -314,6 +329,9 @@ async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow
     vars.remove("CLOSE_RATE_LIMIT_RPS");
     vars.insert("WORKER_CONCURRENCY".into(), args.concurrency.to_string());
     vars.insert("LOG_FORMAT".into(), "json".into());
+    // A small fixed pool, whatever the concurrency: connections are never held across a
+    // Close or Hull call or a wait for budget.
+    vars.insert("DATABASE_POOL_SIZE".into(), args.pool_size.to_string());
     let http = reqwest::Client::new();
     let mut procs = Vec::new();
     let (ingest, port) = spawn("closeio-ingest", "ingest".into(), &vars, "INGEST_LISTEN")?;
@@ -464,14 +482,61 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     }
     println!("closeio-bench scale");
     println!(
-        "{} new accounts × {} users, then the same unchanged; simulator limit {} req/s per key and endpoint group (1 s windows), not told to the workers; WORKER_CONCURRENCY={}",
-        args.accounts, args.users_per_account, args.rate_limit, args.concurrency
+        "{} new accounts × {} users, then the same unchanged; simulator limit {} req/s per key and endpoint group (1 s windows), not told to the workers; WORKER_CONCURRENCY={}, DATABASE_POOL_SIZE={}",
+        args.accounts, args.users_per_account, args.rate_limit, args.concurrency, args.pool_size
     );
     println!();
-    println!("| workers | ok req/s per group (% of limit) | 429 share | Close req per new account | CPU ms per new entity: ingest / workers / Postgres | CPU ms per unchanged entity: ingest / workers / Postgres | peak RSS MB: ingest / largest worker | wall: new / unchanged | leads / contacts in Close | Close req when unchanged | duplicates | Postgres connections (max) |");
+    println!("| workers | ok req/s per group (% of limit) | 429 share | Close req per new account | CPU ms per new entity: ingest / workers / Postgres | CPU ms per unchanged entity: ingest / workers / Postgres | peak RSS MB: ingest / largest worker | wall: new / unchanged | leads / contacts in Close | Close req when unchanged | duplicates | Postgres connections of one worker (max) |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         print_row(&args, row);
+    }
+    println!();
+    println!("Where the 429s were (new entities): per group, and in which tenth of the run.");
+    println!();
+    println!("| workers | 429 per group | 429 per tenth of the run |");
+    println!("|---|---|---|");
+    for row in &rows {
+        let reqs = &row.new.requests;
+        let first = reqs.iter().map(|r| r.at_us).min().unwrap_or(0);
+        let last = reqs
+            .iter()
+            .map(|r| r.at_us)
+            .max()
+            .unwrap_or(0)
+            .max(first + 1);
+        let mut tenths = [0usize; 10];
+        let mut by_group: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in reqs.iter().filter(|r| r.status == 429) {
+            let i = ((r.at_us - first) * 10 / (last - first + 1)) as usize;
+            tenths[i.min(9)] += 1;
+            *by_group.entry(r.group).or_default() += 1;
+        }
+        if std::env::var_os("SCALE_TRACE_429").is_some() {
+            for r in reqs.iter().filter(|r| r.status == 429) {
+                let before: Vec<String> = reqs
+                    .iter()
+                    .filter(|o| {
+                        o.group == r.group && o.at_us <= r.at_us && r.at_us - o.at_us < 1_100_000
+                    })
+                    .map(|o| format!("{}:{}", (r.at_us - o.at_us) / 1000, o.status))
+                    .collect();
+                eprintln!(
+                    "429 {} at {:.3}s; 1.1 s before (ms ago:status): {}",
+                    r.group,
+                    (r.at_us - first) as f64 / 1e6,
+                    before.join(" ")
+                );
+            }
+        }
+        let groups: Vec<String> = by_group.iter().map(|(g, n)| format!("{g} {n}")).collect();
+        let tenths: Vec<String> = tenths.iter().map(usize::to_string).collect();
+        println!(
+            "| {} | {} | {} |",
+            row.workers,
+            groups.join(", "),
+            tenths.join(" ")
+        );
     }
     Ok(())
 }

@@ -24,8 +24,18 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// Share of Close's limit the spacing aims at: just under it, so that the arrival jitter of
-/// evenly spaced requests does not push a window over.
-pub const UTILISATION: f64 = 0.95;
+/// evenly spaced requests (from processes sharing two cores, say) does not push a window over.
+pub const UTILISATION: f64 = 0.93;
+
+/// Added to every pause taken from Close's `reset`: the reset is counted from when Close
+/// answered, the next request arrives a little later or earlier than planned.
+pub const PAUSE_MARGIN: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Shortest window assumed: a `reset` is the time left in the current window, so the longest
+/// one seen only approaches the window's length; a process that has seen only resets from the
+/// middle of windows would otherwise pace several times too fast (and, sharing the budget,
+/// make every worker do so).
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 
 /// How long a lower `limit` seen in a header keeps a group's spacing down (the header reports
 /// the organization's limit when that is the closer one).
@@ -131,7 +141,7 @@ impl Learner {
             entry.limit = limit;
             entry.limit_since = now;
         }
-        let spacing = spacing_for(entry.window, entry.limit, ceiling_rps);
+        let spacing = spacing_for(entry.window.max(MIN_WINDOW), entry.limit, ceiling_rps);
         let written = entry.written.as_secs_f64();
         if written == 0.0 || (spacing.as_secs_f64() - written).abs() > written * 0.02 {
             entry.written = spacing;
@@ -288,7 +298,7 @@ mod tests {
     fn spacing_follows_the_window_and_the_lowest_recent_limit() {
         assert_eq!(
             spacing_for(Duration::from_secs(1), 10, None),
-            Duration::from_secs_f64(1.0 / 9.5)
+            Duration::from_secs_f64(1.0 / (10.0 * UTILISATION))
         );
         // A ceiling only ever slows down.
         assert_eq!(
@@ -297,17 +307,20 @@ mod tests {
         );
         assert_eq!(
             spacing_for(Duration::from_secs(1), 10, Some(1000.0)),
-            Duration::from_secs_f64(1.0 / 9.5)
+            Duration::from_secs_f64(1.0 / (10.0 * UTILISATION))
         );
         let l = Learner::default();
-        let first = l.observe("k", "search", 10, Duration::from_millis(900), None);
-        assert!(first.is_some());
+        // A reset from the middle of a window does not make the window look short.
+        let first = l
+            .observe("k", "search", 10, Duration::from_millis(300), None)
+            .expect("first");
+        assert_eq!(first, Duration::from_secs_f64(1.0 / (10.0 * UTILISATION)));
         // A longer reset is a longer window: slower. The organization's (higher) limit does not
         // speed it up.
         let longer = l
-            .observe("k", "search", 10, Duration::from_secs(1), None)
+            .observe("k", "search", 10, Duration::from_secs(2), None)
             .expect("changed");
-        assert_eq!(longer, Duration::from_secs_f64(1.0 / 9.5));
+        assert_eq!(longer, Duration::from_secs_f64(2.0 / (10.0 * UTILISATION)));
         assert_eq!(
             l.observe("k", "search", 30, Duration::from_millis(500), None),
             None

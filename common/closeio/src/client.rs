@@ -20,7 +20,7 @@ use super::rate_limit::{parse_rate_limit_header, proactive_wait, rate_limit_wait
 pub const DEFAULT_BASE_URL: &str = "https://api.close.com/api/v1";
 
 /// Requests per second of a group before Close's `RateLimit` header has been seen.
-pub const DEFAULT_INITIAL_RPS: f64 = 10.0;
+pub const DEFAULT_INITIAL_RPS: f64 = 5.0;
 
 /// Page size used when listing (`_limit`).
 pub(crate) const PAGE_SIZE: usize = 100;
@@ -391,6 +391,7 @@ impl CloseClient {
             }
         }
         if let Some(wait) = pause {
+            let wait = wait + super::budget::PAUSE_MARGIN;
             if let Err(e) = inner.budget.pause(key_fp, group, wait).await {
                 tracing::warn!(group, error = %e, "could not record a rate-limit pause");
             }

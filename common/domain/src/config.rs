@@ -426,7 +426,7 @@ pub struct CommonConfig {
     pub close_api_url: String,
     /// Optional ceiling on Close requests per second per API key and endpoint group, in all
     /// processes together; also the rate before Close's RateLimit headers teach each group's
-    /// limit (unset: 10 at first, then what Close allows)
+    /// limit (unset: 5 at first, then what Close allows)
     #[arg(env = "CLOSE_RATE_LIMIT_RPS", value_parser = positive::<f64>)]
     pub close_rate_limit_rps: Option<f64>,
     /// Close requests a key may send at once above the steady rate
