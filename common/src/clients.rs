@@ -88,6 +88,11 @@ pub fn hull_credentials(c: &crate::store::Connector) -> crate::hull::HullCredent
 #[derive(Clone)]
 pub struct SharedBudget(pub Store);
 
+/// The budget's store failed: the request is not sent (a retryable Close error).
+fn unavailable(e: StoreError) -> BudgetError {
+    BudgetError(e.to_string())
+}
+
 impl Budget for SharedBudget {
     fn reserve<'a>(
         &'a self,
@@ -101,7 +106,7 @@ impl Budget for SharedBudget {
                 .budget_reserve(key, group, spacing, burst)
                 .await
                 .map(|r| r.wait)
-                .map_err(|e| BudgetError(e.to_string()))
+                .map_err(unavailable)
         })
     }
 
@@ -115,7 +120,7 @@ impl Budget for SharedBudget {
             self.0
                 .budget_set_spacing(key, group, spacing)
                 .await
-                .map_err(|e| BudgetError(e.to_string()))
+                .map_err(unavailable)
         })
     }
 
@@ -129,7 +134,7 @@ impl Budget for SharedBudget {
             self.0
                 .budget_pause(key, group, wait)
                 .await
-                .map_err(|e| BudgetError(e.to_string()))
+                .map_err(unavailable)
         })
     }
 }

@@ -77,16 +77,10 @@ pub async fn get(
     connector: &Connector,
     ttl: Duration,
 ) -> Result<CloseMetadata, MetadataError> {
-    let fresh = connector
+    if connector
         .metadata_fetched_at
-        .map(|t| {
-            (Utc::now() - t)
-                .to_std()
-                .map(|age| age < ttl)
-                .unwrap_or(true)
-        })
-        .unwrap_or(false);
-    if fresh {
+        .is_some_and(|at| is_fresh(at, ttl))
+    {
         if let Some(meta) = connector
             .metadata
             .as_ref()
@@ -96,6 +90,14 @@ pub async fn get(
         }
     }
     refresh(store, close, connector).await
+}
+
+/// Whether metadata fetched at `at` is younger than `ttl` (a time in the future counts as fresh).
+fn is_fresh(at: DateTime<Utc>, ttl: Duration) -> bool {
+    (Utc::now() - at)
+        .to_std()
+        .map(|age| age < ttl)
+        .unwrap_or(true)
 }
 
 /// When the metadata was fetched, and the metadata parsed.
@@ -125,12 +127,7 @@ impl MetadataCache {
         connector: &Connector,
         ttl: Duration,
     ) -> Result<Arc<CloseMetadata>, MetadataError> {
-        let is_fresh = |at: DateTime<Utc>| {
-            (Utc::now() - at)
-                .to_std()
-                .map(|age| age < ttl)
-                .unwrap_or(true)
-        };
+        let is_fresh = |at: DateTime<Utc>| is_fresh(at, ttl);
         // The parsed copy, unless the stored metadata is newer (the scheduler refreshed it).
         let stored_at = connector.metadata_fetched_at;
         if let Some(hit) = self.cached(&connector.id, |at| {
