@@ -13,13 +13,18 @@
 //! through ingest and N worker processes, under a per-group Close limit the workers are not
 //! told, and prints rates per group, 429s, requests and CPU per entity, RSS and connections.
 //!
+//! `closeio-bench fairness` queues a large backlog for tenant A and measures how long tenant
+//! B's single updates take to reach Close meanwhile.
+//!
 //! ```text
 //! cargo build --release --workspace --bins
+//! target/release/closeio-bench fairness --backlog 10000 --repeats 20
 //! target/release/closeio-bench scale --accounts 2000 --workers 1,2,4,8
 //! cargo run --release -p closeio-sync-bench -- import --leads 20000 --contacts-per-lead 3 --rate-limit 20
 //! cargo run --release -p closeio-sync-bench -- ingest --notifications 200 --messages 100
 //! ```
 
+mod fairness;
 mod ingest;
 mod scale;
 
@@ -53,6 +58,8 @@ enum Command {
     /// New accounts with users, then unchanged, through ingest and N worker processes under a
     /// per-group Close limit the workers are not told.
     Scale(scale::ScaleArgs),
+    /// Tenant A's large backlog on its key, tenant B's single updates: B's time to Close.
+    Fairness(fairness::FairnessArgs),
 }
 
 #[derive(Parser)]
@@ -90,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Import(args) => import(args).await,
         Command::Ingest(args) => ingest::run(args).await,
         Command::Scale(args) => scale::run(args).await,
+        Command::Fairness(args) => fairness::run(args).await,
     }
 }
 

@@ -45,10 +45,10 @@ pub struct ScaleArgs {
 }
 
 /// A process of the system under test.
-struct Proc {
-    name: String,
-    child: Child,
-    metrics_url: String,
+pub(crate) struct Proc {
+    pub(crate) name: String,
+    pub(crate) child: Child,
+    pub(crate) metrics_url: String,
 }
 
 impl Drop for Proc {
@@ -59,7 +59,7 @@ impl Drop for Proc {
 }
 
 /// CPU seconds (user + system) of a process, from `/proc/<pid>/stat` (clock ticks of 1/100 s).
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -76,7 +76,7 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 /// Peak resident set size in MB, from `/proc/<pid>/status` (`VmHWM`).
-fn peak_rss_mb(pid: u32) -> f64 {
+pub(crate) fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -88,7 +88,7 @@ fn peak_rss_mb(pid: u32) -> f64 {
 }
 
 /// Sum of the samples of `metric` whose labels contain one of `labels` (all when empty).
-fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+pub(crate) fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(metric) && !l.starts_with('#'))
         .filter(|l| labels.is_empty() || labels.iter().any(|want| l.contains(want)))
@@ -96,7 +96,7 @@ fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-async fn metrics_text(http: &reqwest::Client, url: &str) -> String {
+pub(crate) async fn metrics_text(http: &reqwest::Client, url: &str) -> String {
     match http.get(url).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
@@ -104,7 +104,7 @@ async fn metrics_text(http: &reqwest::Client, url: &str) -> String {
 }
 
 /// The release binary `name` next to this one.
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name(name);
     if !path.exists() {
         bail!(
@@ -115,7 +115,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn spawn(
+pub(crate) fn spawn(
     bin: &str,
     name: String,
     vars: &BTreeMap<String, String>,
@@ -150,7 +150,7 @@ fn spawn(
     ))
 }
 
-async fn wait_ready(http: &reqwest::Client, port: u16) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(http: &reqwest::Client, port: u16) -> anyhow::Result<()> {
     for _ in 0..200 {
         if let Ok(r) = http
             .get(format!("http://127.0.0.1:{port}/readyz"))

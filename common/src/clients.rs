@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::closeio::{Budget, BudgetError, CloseClient, CloseClientConfig, CloseError};
+use crate::closeio::{Budget, BudgetError, CloseClient, CloseClientConfig, CloseError, Slot};
 use crate::config::CommonConfig;
 use crate::crypto::SecretBox;
 use crate::hull::{HullClient, HullClientConfig, HullError};
@@ -100,14 +100,28 @@ impl Budget for SharedBudget {
         group: &'static str,
         spacing: Duration,
         burst: u32,
-    ) -> BoxFuture<'a, Result<Duration, BudgetError>> {
+        max_wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Slot, BudgetError>> {
         Box::pin(async move {
             self.0
-                .budget_reserve(key, group, spacing, burst)
+                .budget_reserve(key, group, spacing, burst, max_wait)
                 .await
-                .map(|r| r.wait)
+                .map(|r| match r {
+                    crate::store::Reservation::Reserved { wait, .. } => Slot::Reserved(wait),
+                    crate::store::Reservation::Busy { after, spacing } => {
+                        Slot::Busy { after, spacing }
+                    }
+                })
                 .map_err(unavailable)
         })
+    }
+
+    fn defer<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+    ) -> BoxFuture<'a, Result<Duration, BudgetError>> {
+        Box::pin(async move { self.0.budget_defer(key, group).await.map_err(unavailable) })
     }
 
     fn set_spacing<'a>(

@@ -39,6 +39,10 @@ pub struct SchedulerConfig {
     /// Seconds between refreshes of a connector's Close metadata
     #[arg(env = "METADATA_REFRESH_SECS", default_value = "3600", value_parser = config::seconds)]
     pub metadata_interval: Duration,
+    /// Milliseconds between checks for due retries (between passes too): deferred jobs come
+    /// back this close to the time booked for them
+    #[arg(env = "RETRY_POLL_MS", default_value = "250", value_parser = config::millis)]
+    pub retry_poll: Duration,
     /// Due retries republished per pass at most
     #[arg(env = "RETRY_BATCH", default_value = "500", value_parser = config::positive::<i64>)]
     pub retry_batch: i64,
@@ -142,22 +146,32 @@ impl Scheduler {
         }
     }
 
-    /// One pass. Errors of one step are logged and do not stop the others.
-    pub async fn tick(&self) -> TickReport {
-        let mut report = TickReport::default();
+    /// Republishes the retries that are due (deferred jobs included); returns how many.
+    pub async fn republish_due_retries(&self) -> usize {
         let queue = self.queue.clone();
-        match self
+        let n = match self
             .store
             .republish_due_retries(self.cfg.retry_batch, |envs| async move {
                 queue.publish_all(&envs).await
             })
             .await
         {
-            Ok(n) => report.retries_republished = n,
-            Err(e) => tracing::warn!(error = %e, "could not read due retries"),
-        }
-        metrics::counter!("scheduler_retries_republished_total")
-            .increment(report.retries_republished as u64);
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read due retries");
+                0
+            }
+        };
+        metrics::counter!("scheduler_retries_republished_total").increment(n as u64);
+        n
+    }
+
+    /// One pass. Errors of one step are logged and do not stop the others.
+    pub async fn tick(&self) -> TickReport {
+        let mut report = TickReport {
+            retries_republished: self.republish_due_retries().await,
+            ..TickReport::default()
+        };
         report.broker_dead_letters_imported = self.import_broker_dead_letters().await;
         match self
             .store
@@ -240,9 +254,22 @@ impl Scheduler {
                 if report != TickReport::default() {
                     tracing::info!(?report, "scheduler pass");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(self.cfg.tick) => {},
-                    _ = shutdown.cancelled() => break,
+                // Between passes, due retries are republished every RETRY_POLL_MS.
+                let next_pass = tokio::time::Instant::now() + self.cfg.tick;
+                let mut stopped = false;
+                loop {
+                    let poll = tokio::time::Instant::now() + self.cfg.retry_poll;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(poll.min(next_pass)) => {},
+                        _ = shutdown.cancelled() => { stopped = true; break; }
+                    }
+                    if tokio::time::Instant::now() >= next_pass {
+                        break;
+                    }
+                    self.republish_due_retries().await;
+                }
+                if stopped {
+                    break;
                 }
                 if lock.0.is_closed() {
                     tracing::warn!(

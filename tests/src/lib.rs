@@ -155,6 +155,9 @@ pub struct EnvOptions {
     pub admin_db_url: Option<String>,
     /// Variables set on top of the defaults (ingest, worker and scheduler read them).
     pub vars: Vec<(String, String)>,
+    /// More connectors (tenants) in the Hull simulator, each with its own settings (its own
+    /// Close key: add that key to `close.api_keys`); their URL is set to ingest.
+    pub more_connectors: Vec<ConnectorSeed>,
 }
 
 impl Default for EnvOptions {
@@ -168,6 +171,7 @@ impl Default for EnvOptions {
             amqp_url: None,
             admin_db_url: None,
             vars: vec![],
+            more_connectors: vec![],
         }
     }
 }
@@ -209,13 +213,15 @@ impl TestEnv {
         let hull = HullSim::start(
             "127.0.0.1:0".parse()?,
             HullConfig {
-                connectors: vec![ConnectorSeed {
+                connectors: std::iter::once(ConnectorSeed {
                     id: CONNECTOR_ID.into(),
                     secret: CONNECTOR_SECRET.into(),
                     private_settings: opts.settings.clone(),
                     settings: json!({}),
                     url: None,
-                }],
+                })
+                .chain(opts.more_connectors.iter().cloned())
+                .collect(),
                 accounts: opts.accounts.clone(),
                 users: opts.users.clone(),
                 users_segments: vec![
@@ -251,6 +257,9 @@ impl TestEnv {
             ("WORKER_CONCURRENCY", "4".into()),
             ("WORKER_INLINE_RETRIES", "2".into()),
             ("WORKER_RETRY_BASE_SECS", "0.05".into()),
+            // Tests that drive only the worker expect every job to finish in it; the fairness
+            // tests (and production, at 2 s) defer jobs whose tenant's budget is busy.
+            ("WORKER_DEFER_AFTER_SECS", "60".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -264,6 +273,9 @@ impl TestEnv {
         let ingest_stop = CancellationToken::new();
         let (ingest_addr, ingest_task) = ingest::start(ingest_cfg, ingest_stop.clone()).await?;
         hull.set_connector_url(CONNECTOR_ID, &format!("http://{ingest_addr}"));
+        for c in &opts.more_connectors {
+            hull.set_connector_url(&c.id, &format!("http://{ingest_addr}"));
+        }
         // Close webhooks are delivered to the in-process ingest.
         vars.insert("PUBLIC_URL".into(), format!("http://{ingest_addr}"));
         let worker = worker::Worker::new(worker::WorkerConfig::from_source(&vars)?)?;

@@ -27,7 +27,7 @@ async fn reservations_of_several_workers_never_exceed_the_spacing() {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 store
-                    .budget_reserve("key_a", "search", spacing, 1)
+                    .budget_reserve("key_a", "search", spacing, 1, None)
                     .await
                     .expect("reserve")
             }));
@@ -35,7 +35,10 @@ async fn reservations_of_several_workers_never_exceed_the_spacing() {
     }
     let mut slots = Vec::new();
     for t in tasks {
-        slots.push(t.await.expect("join").slot_us);
+        let common::store::Reservation::Reserved { slot_us, .. } = t.await.expect("join") else {
+            panic!("no max wait: always reserved");
+        };
+        slots.push(slot_us);
     }
     slots.sort_unstable();
     for pair in slots.windows(2) {
@@ -47,10 +50,10 @@ async fn reservations_of_several_workers_never_exceed_the_spacing() {
     }
     // Another key, or another group of the same key, has a budget of its own.
     let other = workers[0]
-        .budget_reserve("key_a", "lead-write", spacing, 1)
+        .budget_reserve("key_a", "lead-write", spacing, 1, None)
         .await
         .expect("reserve");
-    assert_eq!(other.wait, Duration::ZERO);
+    assert_eq!(other.wait(), Some(Duration::ZERO));
     db.drop_db().await;
 }
 
@@ -58,23 +61,23 @@ async fn reservations_of_several_workers_never_exceed_the_spacing() {
 async fn a_learned_spacing_applies_to_every_worker() {
     let db = TestDb::create().await.expect("db");
     let (a, b) = (worker_store(&db), worker_store(&db));
-    a.budget_reserve("key_a", "search", Duration::from_millis(1), 1)
+    a.budget_reserve("key_a", "search", Duration::from_millis(1), 1, None)
         .await
         .expect("reserve");
     a.budget_set_spacing("key_a", "search", Duration::from_millis(400))
         .await
         .expect("learn");
-    b.budget_reserve("key_a", "search", Duration::from_millis(1), 1)
+    b.budget_reserve("key_a", "search", Duration::from_millis(1), 1, None)
         .await
         .expect("reserve");
     let third = b
-        .budget_reserve("key_a", "search", Duration::from_millis(1), 1)
+        .budget_reserve("key_a", "search", Duration::from_millis(1), 1, None)
         .await
         .expect("reserve");
     assert!(
-        third.wait > Duration::from_millis(300),
+        third.wait().unwrap_or_default() > Duration::from_millis(300),
         "B spaces by A's learned spacing: {:?}",
-        third.wait
+        third.wait()
     );
     db.drop_db().await;
 }
@@ -87,15 +90,80 @@ async fn a_pause_recorded_by_one_worker_holds_the_others_even_with_a_burst() {
         .await
         .expect("pause");
     let r = b
-        .budget_reserve("key_a", "lead-write", Duration::from_millis(1), 100)
+        .budget_reserve("key_a", "lead-write", Duration::from_millis(1), 100, None)
         .await
         .expect("reserve");
-    assert!(r.wait > Duration::from_millis(1900), "{:?}", r.wait);
+    assert!(
+        r.wait().unwrap_or_default() > Duration::from_millis(1900),
+        "{r:?}"
+    );
     let other_group = b
-        .budget_reserve("key_a", "lead-read", Duration::from_millis(1), 1)
+        .budget_reserve("key_a", "lead-read", Duration::from_millis(1), 1, None)
         .await
         .expect("reserve");
-    assert_eq!(other_group.wait, Duration::ZERO);
+    assert_eq!(other_group.wait(), Some(Duration::ZERO));
+    db.drop_db().await;
+}
+
+/// A job that will not wait long (a deferrable job) reserves nothing when the key's group is
+/// booked further ahead, in Postgres as in memory: the slots of other workers are unchanged.
+#[tokio::test]
+async fn a_busy_group_is_not_reserved_by_a_caller_that_will_not_wait() {
+    let db = TestDb::create().await.expect("db");
+    let (a, b) = (worker_store(&db), worker_store(&db));
+    let spacing = Duration::from_millis(100);
+    for _ in 0..30 {
+        a.budget_reserve("key_a", "lead-write", spacing, 1, None)
+            .await
+            .expect("reserve");
+    }
+    let busy = b
+        .budget_reserve(
+            "key_a",
+            "lead-write",
+            spacing,
+            1,
+            Some(Duration::from_secs(1)),
+        )
+        .await
+        .expect("reserve");
+    let common::store::Reservation::Busy { after, spacing: s } = busy else {
+        panic!("30 slots of 100 ms are booked: expected busy, got {busy:?}");
+    };
+    assert!(after > Duration::from_millis(2500), "{after:?}");
+    assert_eq!(s, spacing);
+    // Nothing was booked by the refused caller: the next one that waits gets the 31st slot.
+    let next = a
+        .budget_reserve("key_a", "lead-write", spacing, 1, None)
+        .await
+        .expect("reserve")
+        .wait()
+        .expect("reserved");
+    assert!(next < Duration::from_millis(3050), "{next:?}");
+    // A pause counts too.
+    a.budget_pause("key_a", "search", Duration::from_secs(5))
+        .await
+        .expect("pause");
+    assert!(matches!(
+        b.budget_reserve("key_a", "search", spacing, 1, Some(Duration::from_secs(1)))
+            .await
+            .expect("reserve"),
+        common::store::Reservation::Busy { after, .. } if after > Duration::from_secs(4)
+    ));
+    // Another key is free.
+    assert_eq!(
+        b.budget_reserve(
+            "key_b",
+            "lead-write",
+            spacing,
+            1,
+            Some(Duration::from_secs(1))
+        )
+        .await
+        .expect("reserve")
+        .wait(),
+        Some(Duration::ZERO)
+    );
     db.drop_db().await;
 }
 
@@ -107,27 +175,31 @@ async fn a_dead_worker_holds_no_quota() {
         // A reserves five slots and dies before using them.
         let a = worker_store(&db);
         for _ in 0..5 {
-            a.budget_reserve("key_a", "search", spacing, 1)
+            a.budget_reserve("key_a", "search", spacing, 1, None)
                 .await
                 .expect("reserve");
         }
     }
     let b = worker_store(&db);
     let first = b
-        .budget_reserve("key_a", "search", spacing, 1)
+        .budget_reserve("key_a", "search", spacing, 1, None)
         .await
         .expect("reserve");
+    let first = first.wait().expect("reserved");
     assert!(
-        first.wait <= spacing * 5,
-        "what a dead worker reserved passes by itself: {:?}",
-        first.wait
+        first <= spacing * 5,
+        "what a dead worker reserved passes by itself: {first:?}"
     );
-    tokio::time::sleep(first.wait + spacing).await;
+    tokio::time::sleep(first + spacing).await;
     let later = b
-        .budget_reserve("key_a", "search", spacing, 1)
+        .budget_reserve("key_a", "search", spacing, 1, None)
         .await
         .expect("reserve");
-    assert_eq!(later.wait, Duration::ZERO, "the full rate is B's again");
+    assert_eq!(
+        later.wait(),
+        Some(Duration::ZERO),
+        "the full rate is B's again"
+    );
     db.drop_db().await;
 }
 

@@ -36,6 +36,11 @@ pub struct WorkerConfig {
     /// died while writing that entity (a live worker renews it every third of this)
     #[arg(env = "WORKER_LEASE_SECS", default_value = "15", value_parser = config::seconds)]
     pub lease: Duration,
+    /// Longest wait, in seconds, an outgoing job accepts for its slot in its tenant's Close
+    /// budget; a job whose slot is further away is deferred (recorded for later without
+    /// burning an attempt) so that it does not hold a place other tenants' jobs could use
+    #[arg(env = "WORKER_DEFER_AFTER_SECS", default_value = "0.5", value_parser = config::seconds)]
+    pub defer_after: Duration,
     /// Age in seconds at which cached Close metadata is refreshed on use
     #[arg(env = "METADATA_TTL_SECS", default_value = "3600", value_parser = config::seconds)]
     pub metadata_ttl: Duration,

@@ -3,6 +3,7 @@
 //! its outcome is committed (done, scheduled for retry, parked or dead-lettered).
 
 pub mod config;
+pub mod fairness;
 pub mod firehose_sink;
 pub mod incoming;
 pub mod lease;
@@ -64,6 +65,13 @@ pub enum JobError {
     /// The connector is parked (for the reason it carries): the job waits for a fix.
     #[error("connector is parked: {0}")]
     Parked(String),
+    /// The tenant's Close budget is booked further ahead than the job would wait: the job is
+    /// deferred (see [`fairness`]) without burning an attempt.
+    #[error("deferred: the connector's Close budget is busy")]
+    Deferred {
+        /// When to run it again.
+        after: Duration,
+    },
     /// Nothing is wrong, but the job must look again later.
     #[error("{reason}")]
     Later {
@@ -95,7 +103,7 @@ impl Classify for JobError {
             JobError::Queue(e) => e.class(),
             JobError::Permanent(_) => ErrorClass::Permanent,
             JobError::Configuration(_) | JobError::Parked(_) => ErrorClass::Configuration,
-            JobError::Later { after, .. } => ErrorClass::Retryable {
+            JobError::Later { after, .. } | JobError::Deferred { after } => ErrorClass::Retryable {
                 after: Some(*after),
             },
         }
@@ -129,6 +137,8 @@ pub struct Ctx {
     pub metadata: common::metadata::MetadataCache,
     /// Configuration.
     pub cfg: WorkerConfig,
+    /// Which tenants' budgets are busy (outgoing jobs of those are deferred).
+    pub fairness: fairness::Gate,
     /// Jobs in flight in this process (mirrors the `worker_jobs_in_flight` gauge).
     pub in_flight: Arc<std::sync::atomic::AtomicI64>,
 }
@@ -187,6 +197,8 @@ pub enum Disposition {
     Retry,
     /// Parked until the connector's settings are fixed.
     Parked,
+    /// Deferred: the tenant's Close budget is busy; it runs again later, same attempt.
+    Deferred,
     /// Recorded as a dead letter.
     Dead,
 }
@@ -219,6 +231,7 @@ impl Worker {
                 hull,
                 firehose,
                 metadata: common::metadata::MetadataCache::new(),
+                fairness: fairness::Gate::new(),
                 cfg,
                 in_flight: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             }),
@@ -252,7 +265,10 @@ impl Worker {
                     .with_max_times(inline)
                     .with_jitter(),
             )
-            .when(|e: &JobError| matches!(e.class(), ErrorClass::Retryable { after } if after.is_none_or(|a| a <= Duration::from_secs(60))))
+            .when(|e: &JobError| {
+                !matches!(e, JobError::Deferred { .. })
+                    && matches!(e.class(), ErrorClass::Retryable { after } if after.is_none_or(|a| a <= Duration::from_secs(60)))
+            })
             .adjust(|e: &JobError, dur| match e.class() {
                 ErrorClass::Retryable { after: Some(after) } => Some(dur.map_or(after, |d| d.max(after))),
                 _ => dur,
@@ -277,6 +293,7 @@ impl Worker {
             Disposition::Done(outcome) => outcome.label(),
             Disposition::Retry => "retry",
             Disposition::Parked => "parked",
+            Disposition::Deferred => "deferred",
             Disposition::Dead => "dead",
         };
         metrics::counter!("worker_jobs_total", "job" => job_name, "outcome" => label).increment(1);
@@ -286,8 +303,8 @@ impl Worker {
     async fn run_job(&self, env: &Envelope) -> Result<Outcome, JobError> {
         let (ctx, cid) = (&self.ctx, env.connector_id.as_str());
         match &env.job {
-            Job::OutgoingAccount(m) => outgoing::account(ctx, cid, m).await,
-            Job::OutgoingUser(m) => outgoing::user(ctx, cid, m).await,
+            Job::OutgoingAccount(m) => self.fairly(env, outgoing::account(ctx, cid, m)).await,
+            Job::OutgoingUser(m) => self.fairly(env, outgoing::user(ctx, cid, m)).await,
             Job::FetchStart { run_id } => incoming::fetch_start(ctx, cid, *run_id).await,
             Job::FetchPage {
                 run_id,
@@ -306,8 +323,53 @@ impl Worker {
         }
     }
 
+    /// Runs an outgoing job so that a request whose slot in its tenant's Close budget is
+    /// further away than `WORKER_DEFER_AFTER_SECS` defers the job instead of waiting in one of
+    /// this worker's places; while the tenant's budget is known to be booked, its jobs are
+    /// deferred without being tried. A job that was deferred before runs without that limit:
+    /// its return was booked in the budget (see [`fairness`]).
+    async fn fairly(
+        &self,
+        env: &Envelope,
+        job: impl std::future::Future<Output = Result<Outcome, JobError>>,
+    ) -> Result<Outcome, JobError> {
+        if env.deferrals > 0 {
+            return job.await;
+        }
+        let (ctx, cid) = (&self.ctx, env.connector_id.as_str());
+        let max_wait = ctx.cfg.defer_after;
+        let (key_fp, group) = match ctx.fairness.check(cid, max_wait) {
+            Some(busy) => busy,
+            None => match common::closeio::deferring(max_wait, job).await {
+                Err(JobError::Close(CloseError::BudgetBusy {
+                    key_fp,
+                    group,
+                    after,
+                    ..
+                })) => {
+                    ctx.fairness.busy(cid, &key_fp, group, after);
+                    (key_fp, group)
+                }
+                other => return other,
+            },
+        };
+        let after = ctx.close.defer(&key_fp, group).await?;
+        ctx.fairness.busy(cid, &key_fp, group, after);
+        Err(JobError::Deferred { after })
+    }
+
     async fn record_failure(&self, env: &Envelope, e: &JobError) -> Result<Disposition, JobError> {
         let ctx = &self.ctx;
+        if let JobError::Deferred { after } = e {
+            // Not a failure: no error is recorded and no attempt is burnt.
+            let at = Utc::now()
+                + chrono::Duration::from_std(*after).unwrap_or_else(|_| chrono::Duration::hours(1));
+            let mut next = env.clone();
+            next.deferrals += 1;
+            ctx.store.defer(&next, &e.to_string(), at).await?;
+            tracing::debug!(job = env.job.name(), after = ?after, "job deferred: its tenant's Close budget is busy");
+            return Ok(Disposition::Deferred);
+        }
         let error = e.to_string();
         let (kind_event, entity) = match &env.job {
             Job::OutgoingAccount(_) => ("outgoing.account.error", env.job.entity_key()),

@@ -41,6 +41,38 @@ pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// the organization's limit when that is the closer one).
 pub const LIMIT_MEMORY: Duration = Duration::from_secs(60);
 
+/// What a reservation got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Slot {
+    /// A slot is reserved: wait this long, then send.
+    Reserved(Duration),
+    /// Nothing was reserved: the next free slot is further away than the caller would wait
+    /// (see [`deferring`]). `after` is how far; `spacing` the group's current spacing.
+    Busy {
+        /// How long until the group's next free slot.
+        after: Duration,
+        /// The group's spacing (one request per `spacing`).
+        spacing: Duration,
+    },
+}
+
+tokio::task_local! {
+    /// The longest the current task will wait for a slot (see [`deferring`]).
+    static MAX_WAIT: Duration;
+}
+
+/// Runs `fut` so that a Close request whose slot is more than `max_wait` away is not reserved
+/// and fails at once with [`crate::CloseError::BudgetBusy`] instead of waiting: the caller
+/// (a worker's job) is deferred and frees its place for other tenants' work.
+pub async fn deferring<F: std::future::Future>(max_wait: Duration, fut: F) -> F::Output {
+    MAX_WAIT.scope(max_wait, fut).await
+}
+
+/// The longest wait the current task accepts, if it set one with [`deferring`].
+pub(crate) fn max_wait() -> Option<Duration> {
+    MAX_WAIT.try_with(|d| *d).ok()
+}
+
 /// A budget failed (its store is unreachable); the request was not sent.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -49,15 +81,25 @@ pub struct BudgetError(pub String);
 /// Where the spacing of each (key, group) lives. `key` is a fingerprint of the API key, never
 /// the key itself.
 pub trait Budget: Send + Sync + 'static {
-    /// Reserves the next slot of `group` for `key` and returns how long to wait before
-    /// sending. `spacing` and `burst` apply when the pair is new (a later [`Budget::set_spacing`]
-    /// wins).
+    /// Reserves the next slot of `group` for `key` and says how long to wait before sending;
+    /// when that would be longer than `max_wait`, reserves nothing and answers
+    /// [`Slot::Busy`]. `spacing` and `burst` apply when the pair is new (a later
+    /// [`Budget::set_spacing`] wins).
     fn reserve<'a>(
         &'a self,
         key: &'a str,
         group: &'static str,
         spacing: Duration,
         burst: u32,
+        max_wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Slot, BudgetError>>;
+
+    /// Books the return of a deferred job of `group` for `key`: one spacing after the last
+    /// deferred job, never before the slots already reserved. Returns how long from now.
+    fn defer<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
     ) -> BoxFuture<'a, Result<Duration, BudgetError>>;
 
     /// Sets the spacing of `group` for `key` (learned from Close's headers).
@@ -84,6 +126,23 @@ pub fn reserve_slot(tat: f64, now: f64, spacing: f64, tau: f64, paused_until: f6
     let slot = tat.max(now).max(paused_until);
     let wait = (slot - now - tau).max(paused_until - now).max(0.0);
     (slot + spacing, wait)
+}
+
+/// [`reserve_slot`] for a caller that waits at most `max_wait` seconds: `None` (and nothing
+/// reserved, `tat` unchanged) when the slot is further away.
+pub fn try_reserve_slot(
+    tat: f64,
+    now: f64,
+    spacing: f64,
+    tau: f64,
+    paused_until: f64,
+    max_wait: Option<f64>,
+) -> Result<(f64, f64), f64> {
+    let (next, wait) = reserve_slot(tat, now, spacing, tau, paused_until);
+    match max_wait {
+        Some(max) if wait > max => Err(wait),
+        _ => Ok((next, wait)),
+    }
 }
 
 /// The spacing for a group whose window lasts `window` and allows `limit` requests, never
@@ -156,6 +215,7 @@ impl Learner {
 #[derive(Debug, Clone, Copy)]
 struct LocalState {
     tat: f64,
+    defer_tat: f64,
     spacing: Duration,
     burst: u32,
     paused_until: f64,
@@ -165,6 +225,7 @@ impl LocalState {
     fn new(now: f64, spacing: Duration, burst: u32) -> LocalState {
         LocalState {
             tat: now,
+            defer_tat: f64::NEG_INFINITY,
             spacing,
             burst,
             paused_until: f64::NEG_INFINITY,
@@ -198,7 +259,8 @@ impl Budget for LocalBudget {
         group: &'static str,
         spacing: Duration,
         burst: u32,
-    ) -> BoxFuture<'a, Result<Duration, BudgetError>> {
+        max_wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Slot, BudgetError>> {
         let now = self.now();
         let mut state = self.state.lock();
         let entry = state
@@ -206,8 +268,38 @@ impl Budget for LocalBudget {
             .or_insert_with(|| LocalState::new(now, spacing, burst));
         let spacing = entry.spacing.as_secs_f64();
         let tau = spacing * f64::from(entry.burst.saturating_sub(1));
-        let (tat, wait) = reserve_slot(entry.tat, now, spacing, tau, entry.paused_until);
-        entry.tat = tat;
+        let slot = match try_reserve_slot(
+            entry.tat,
+            now,
+            spacing,
+            tau,
+            entry.paused_until,
+            max_wait.map(|d| d.as_secs_f64()),
+        ) {
+            Ok((tat, wait)) => {
+                entry.tat = tat;
+                Slot::Reserved(Duration::from_secs_f64(wait))
+            }
+            Err(wait) => Slot::Busy {
+                after: Duration::from_secs_f64(wait),
+                spacing: entry.spacing,
+            },
+        };
+        Box::pin(std::future::ready(Ok(slot)))
+    }
+
+    fn defer<'a>(
+        &'a self,
+        key: &'a str,
+        group: &'static str,
+    ) -> BoxFuture<'a, Result<Duration, BudgetError>> {
+        let now = self.now();
+        let mut state = self.state.lock();
+        let wait = state.get_mut(&(key.to_owned(), group)).map_or(0.0, |e| {
+            let at = e.defer_tat.max(e.tat).max(e.paused_until).max(now);
+            e.defer_tat = at + e.spacing.as_secs_f64();
+            at - now
+        });
         Box::pin(std::future::ready(Ok(Duration::from_secs_f64(wait))))
     }
 
@@ -348,15 +440,85 @@ mod tests {
         let b = LocalBudget::new();
         let spacing = Duration::from_millis(10);
         assert_eq!(
-            b.reserve("k", "search", spacing, 1).await.unwrap(),
-            Duration::ZERO
+            b.reserve("k", "search", spacing, 1, None).await.unwrap(),
+            Slot::Reserved(Duration::ZERO)
         );
         b.pause("k", "search", Duration::from_secs(2))
             .await
             .unwrap();
-        let wait = b.reserve("k", "search", spacing, 1).await.unwrap();
+        let Slot::Reserved(wait) = b.reserve("k", "search", spacing, 1, None).await.unwrap() else {
+            panic!("no max wait: always reserved");
+        };
         assert!(wait > Duration::from_millis(1900), "{wait:?}");
         // Another group of the same key is not held.
-        assert!(b.reserve("k", "lead-write", spacing, 1).await.unwrap() < Duration::from_millis(5));
+        assert!(matches!(
+            b.reserve("k", "lead-write", spacing, 1, None).await.unwrap(),
+            Slot::Reserved(w) if w < Duration::from_millis(5)
+        ));
+    }
+
+    /// A caller that will not wait long reserves nothing when the group is booked further
+    /// ahead: the slots of the callers that do wait are not moved.
+    #[tokio::test]
+    async fn a_busy_group_reserves_nothing_for_a_caller_that_will_not_wait() {
+        let b = LocalBudget::new();
+        let spacing = Duration::from_millis(100);
+        for _ in 0..30 {
+            b.reserve("k", "search", spacing, 1, None).await.unwrap();
+        }
+        // 30 slots booked: the next is about 3 s away.
+        let busy = b
+            .reserve("k", "search", spacing, 1, Some(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let Slot::Busy { after, spacing: s } = busy else {
+            panic!("expected busy, got {busy:?}");
+        };
+        assert!(after > Duration::from_millis(2800), "{after:?}");
+        assert_eq!(s, spacing);
+        // Nothing was reserved: the next waiting caller gets the slot right after the 30th.
+        let Slot::Reserved(wait) = b.reserve("k", "search", spacing, 1, None).await.unwrap() else {
+            panic!("no max wait: always reserved");
+        };
+        assert!(wait < Duration::from_millis(3050), "{wait:?}");
+        // Deferred callers are booked one spacing apart after the reserved slots.
+        let d1 = b.defer("k", "search").await.unwrap();
+        let d2 = b.defer("k", "search").await.unwrap();
+        assert!(d1 > Duration::from_millis(3000), "{d1:?}");
+        assert!(
+            (d2.as_secs_f64() - d1.as_secs_f64() - 0.1).abs() < 0.01,
+            "{d1:?} {d2:?}"
+        );
+        // Another key is free.
+        assert!(matches!(
+            b.reserve("other", "search", spacing, 1, Some(Duration::from_secs(1)))
+                .await
+                .unwrap(),
+            Slot::Reserved(_)
+        ));
+    }
+
+    /// Property: callers that will not wait never move the slots of those that do, and get
+    /// `Busy` exactly when their wait would exceed their limit.
+    #[test]
+    fn try_reserve_never_books_beyond_the_limit() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..500 {
+            let spacing: f64 = rng.gen_range(0.001..0.5);
+            let max: f64 = rng.gen_range(0.0..2.0);
+            let mut tat = 0.0;
+            let mut now = 0.0;
+            for _ in 0..200 {
+                now += rng.gen_range(0.0..0.05);
+                let limit = rng.gen_bool(0.5).then_some(max);
+                match try_reserve_slot(tat, now, spacing, 0.0, f64::NEG_INFINITY, limit) {
+                    Ok((next, wait)) => {
+                        assert!(limit.is_none_or(|m| wait <= m));
+                        tat = next;
+                    }
+                    Err(wait) => assert!(wait > max && tat - now > max),
+                }
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::budget::{Budget, Learner, LocalBudget};
+use super::budget::{Budget, Learner, LocalBudget, Slot};
 use super::error::CloseError;
 use super::model::{ApiKey, ListPage};
 use super::rate_limit::{parse_rate_limit_header, proactive_wait, rate_limit_wait};
@@ -341,20 +341,51 @@ impl CloseClient {
         Ok(url)
     }
 
-    /// Waits for this request's slot in the budget of its key and group.
+    /// Waits for this request's slot in the budget of its key and group; fails with
+    /// [`CloseError::BudgetBusy`] instead when the task waits at most a time (see
+    /// [`crate::budget::deferring`]) and the slot is further away.
     async fn pace(&self, key_fp: &str, group: &'static str) -> Result<(), CloseError> {
         let inner = &self.inner;
-        let wait = inner
+        let slot = inner
             .budget
-            .reserve(key_fp, group, inner.initial_spacing, inner.burst)
+            .reserve(
+                key_fp,
+                group,
+                inner.initial_spacing,
+                inner.burst,
+                super::budget::max_wait(),
+            )
             .await
             .map_err(|e| CloseError::Budget(e.to_string()))?;
+        let wait = match slot {
+            Slot::Reserved(wait) => wait,
+            Slot::Busy { after, spacing } => {
+                metrics::counter!("closeio_budget_busy_total", "group" => group).increment(1);
+                return Err(CloseError::BudgetBusy {
+                    key_fp: key_fp.to_owned(),
+                    group,
+                    after,
+                    spacing,
+                });
+            }
+        };
         if !wait.is_zero() {
             metrics::histogram!("closeio_budget_wait_seconds", "group" => group)
                 .record(wait.as_secs_f64());
             tokio::time::sleep(wait).await;
         }
         Ok(())
+    }
+
+    /// Books the return of a job deferred because `group` of the key `key_fp` was busy (see
+    /// [`CloseError::BudgetBusy`]): deferred jobs come back one spacing apart, after the slots
+    /// already reserved. Returns how long from now.
+    pub async fn defer(&self, key_fp: &str, group: &'static str) -> Result<Duration, CloseError> {
+        self.inner
+            .budget
+            .defer(key_fp, group)
+            .await
+            .map_err(|e| CloseError::Budget(e.to_string()))
     }
 
     /// Learns the group's limit from a response's headers and holds the group after a 429 or

@@ -67,6 +67,20 @@ pub enum CloseError {
         /// Response body (truncated).
         body: String,
     },
+    /// The key's budget for this endpoint group is booked further ahead than the caller would
+    /// wait (see [`crate::budget::deferring`]); the request was not sent and nothing was
+    /// reserved.
+    #[error("the Close budget of this key ({group}) is booked for the next {after:?}")]
+    BudgetBusy {
+        /// Fingerprint of the API key.
+        key_fp: String,
+        /// The endpoint group.
+        group: &'static str,
+        /// How long until its next free slot.
+        after: std::time::Duration,
+        /// The group's spacing.
+        spacing: std::time::Duration,
+    },
     /// The shared request budget could not be reached; the request was not sent.
     #[error("Close request budget unavailable: {0}")]
     Budget(String),
@@ -129,6 +143,9 @@ impl Classify for CloseError {
     fn class(&self) -> ErrorClass {
         match self {
             CloseError::RateLimited { wait } => ErrorClass::Retryable { after: Some(*wait) },
+            CloseError::BudgetBusy { after, .. } => ErrorClass::Retryable {
+                after: Some(*after),
+            },
             CloseError::Server { .. }
             | CloseError::Timeout
             | CloseError::Connect(_)

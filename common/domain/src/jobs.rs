@@ -191,10 +191,18 @@ pub struct Envelope {
     /// How many times it has been attempted before (0 for a new job).
     #[serde(default)]
     pub attempt: u32,
+    /// How many times it was deferred because its tenant's Close budget was busy (a deferral
+    /// burns no attempt; a deferred job's return is booked in the budget).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferrals: u32,
     /// When it was first created.
     pub created_at: DateTime<Utc>,
     /// The work.
     pub job: Job,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Envelope {
@@ -204,6 +212,7 @@ impl Envelope {
             id: Uuid::new_v4(),
             connector_id: connector_id.into(),
             attempt: 0,
+            deferrals: 0,
             created_at: Utc::now(),
             job,
         }

@@ -7,13 +7,33 @@ use std::time::Duration;
 use crate::prepared::Prepared;
 use crate::{Store, StoreError};
 
-/// A reserved slot, on Postgres's clock.
+/// What a reservation got, on Postgres's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reservation {
-    /// When the request may be sent (µs since the Unix epoch).
-    pub slot_us: i64,
-    /// How long to wait for it from now (bursts allowed for).
-    pub wait: Duration,
+pub enum Reservation {
+    /// A slot is reserved.
+    Reserved {
+        /// When the request may be sent (µs since the Unix epoch).
+        slot_us: i64,
+        /// How long to wait for it from now (bursts allowed for).
+        wait: Duration,
+    },
+    /// Nothing was reserved: the next free slot is further away than the caller would wait.
+    Busy {
+        /// How long until that slot.
+        after: Duration,
+        /// The group's spacing.
+        spacing: Duration,
+    },
+}
+
+impl Reservation {
+    /// The wait of a reserved slot (`None` when busy).
+    pub fn wait(&self) -> Option<Duration> {
+        match self {
+            Reservation::Reserved { wait, .. } => Some(*wait),
+            Reservation::Busy { .. } => None,
+        }
+    }
 }
 
 fn micros(d: Duration) -> i64 {
@@ -22,23 +42,32 @@ fn micros(d: Duration) -> i64 {
 
 impl Store {
     /// Reserves the next slot of (`key_fp`, `group`); `spacing` and `burst` apply when the
-    /// pair is new.
+    /// pair is new. With `max_wait`, a slot further away than that is not reserved (the row is
+    /// left as it is) and the answer is [`Reservation::Busy`].
     pub async fn budget_reserve(
         &self,
         key_fp: &str,
         group: &str,
         spacing: Duration,
         burst: u32,
+        max_wait: Option<Duration>,
     ) -> Result<Reservation, StoreError> {
         let c = self.pool.get().await?;
         let burst = i32::try_from(burst.max(1)).unwrap_or(i32::MAX);
+        let max_wait_us: Option<i64> = max_wait.map(micros);
+        // The wait of the slot a reservation would get, as in `closeio::budget::reserve_slot`:
+        // `GREATEST(tat, now, paused_until) - now - spacing × (burst - 1)`, and never before
+        // the end of a pause.
         let row = c
-            .query_one_p(
+            .query_opt_p(
                 "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, burst, tat)
                  VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $3::bigint / 1e6))
                  ON CONFLICT (key_fp, grp) DO UPDATE
                    SET tat = GREATEST(b.tat, clock_timestamp(), b.paused_until)
                              + make_interval(secs => b.spacing_us / 1e6)
+                   WHERE $5::bigint IS NULL
+                      OR GREATEST(b.tat - make_interval(secs => b.spacing_us * (b.burst - 1) / 1e6),
+                                  b.paused_until) <= clock_timestamp() + make_interval(secs => $5::bigint / 1e6)
                  RETURNING (EXTRACT(EPOCH FROM tat) * 1e6)::bigint - spacing_us AS slot_us,
                            GREATEST(0,
                                     (EXTRACT(EPOCH FROM tat - clock_timestamp()) * 1e6)::bigint
@@ -46,14 +75,57 @@ impl Store {
                                     CASE WHEN paused_until = '-infinity' THEN 0
                                          ELSE (EXTRACT(EPOCH FROM paused_until - clock_timestamp()) * 1e6)::bigint
                                     END) AS wait_us",
-                &[&key_fp, &group, &micros(spacing), &burst],
+                &[&key_fp, &group, &micros(spacing), &burst, &max_wait_us],
             )
             .await?;
-        let wait_us: i64 = row.get("wait_us");
-        Ok(Reservation {
-            slot_us: row.get("slot_us"),
-            wait: Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)),
+        if let Some(row) = row {
+            let wait_us: i64 = row.get("wait_us");
+            return Ok(Reservation::Reserved {
+                slot_us: row.get("slot_us"),
+                wait: Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)),
+            });
+        }
+        // Booked too far ahead: say how far, reserve nothing.
+        let row = c
+            .query_one_p(
+                "SELECT GREATEST(0,
+                                 (EXTRACT(EPOCH FROM tat - clock_timestamp()) * 1e6)::bigint
+                                     - spacing_us * (burst - 1),
+                                 CASE WHEN paused_until = '-infinity' THEN 0
+                                      ELSE (EXTRACT(EPOCH FROM paused_until - clock_timestamp()) * 1e6)::bigint
+                                 END) AS wait_us,
+                        spacing_us
+                 FROM close_budgets WHERE key_fp = $1 AND grp = $2",
+                &[&key_fp, &group],
+            )
+            .await?;
+        let us =
+            |name: &str| Duration::from_micros(u64::try_from(row.get::<_, i64>(name)).unwrap_or(0));
+        Ok(Reservation::Busy {
+            after: us("wait_us"),
+            spacing: us("spacing_us"),
         })
+    }
+
+    /// Where the next deferred job of (`key_fp`, `group`) should come back: one spacing after
+    /// the previous deferred job, and never before the booked slots or a pause end. Returns
+    /// how long from now.
+    pub async fn budget_defer(&self, key_fp: &str, group: &str) -> Result<Duration, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt_p(
+                "UPDATE close_budgets
+                 SET defer_tat = GREATEST(defer_tat, tat, paused_until, clock_timestamp())
+                                 + make_interval(secs => spacing_us / 1e6)
+                 WHERE key_fp = $1 AND grp = $2
+                 RETURNING GREATEST(0, (EXTRACT(EPOCH FROM defer_tat - clock_timestamp()) * 1e6)::bigint
+                                       - spacing_us) AS wait_us",
+                &[&key_fp, &group],
+            )
+            .await?;
+        Ok(row.map_or(Duration::ZERO, |r| {
+            Duration::from_micros(u64::try_from(r.get::<_, i64>("wait_us")).unwrap_or(0))
+        }))
     }
 
     /// Sets the spacing of (`key_fp`, `group`) (learned from Close's headers).

@@ -459,6 +459,36 @@ impl Store {
         upsert_retry(&c, env, error, next_attempt_at, parked).await
     }
 
+    /// Records a deferred job (see the worker's `fairness`): it is republished at `at` with the
+    /// same attempt number, and nothing is added to its error history.
+    pub async fn defer(
+        &self,
+        env: &Envelope,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let body = serde_json::to_value(env).unwrap_or(Value::Null);
+        c.execute_p(
+            "INSERT INTO retries (id, connector_id, job_name, entity_key, envelope, attempts, last_error, state, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8)
+             ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope, state = 'scheduled',
+               next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()",
+            &[
+                &env.id,
+                &env.connector_id,
+                &env.job.name(),
+                &env.job.entity_key(),
+                &body,
+                &(env.attempt as i32),
+                &reason,
+                &at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Records a dead letter with every error seen (those recorded with earlier retries too).
     pub async fn dead_letter(&self, env: &Envelope, error: &str) -> Result<Uuid, StoreError> {
         let mut c = self.pool.get().await?;
