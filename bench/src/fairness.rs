@@ -14,7 +14,9 @@ use harness::sandbox::close::CloseConfig;
 use harness::sandbox::hull::ConnectorSeed;
 use harness::{EnvOptions, TestEnv, API_KEY, CONNECTOR_ID, SYNC_SEGMENT};
 
-use crate::scale::{metric_sum, metrics_text, spawn, wait_ready, Proc};
+use crate::scale::{
+    metric_sum, metrics_text, production_vars, spawn, start_scheduler, wait_ready, Proc,
+};
 
 const B_ID: &str = "5c092905c36af496c700b00b";
 const B_SECRET: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
@@ -99,13 +101,7 @@ pub async fn run(args: FairnessArgs) -> anyhow::Result<()> {
 }
 
 async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> {
-    let mut vars: BTreeMap<String, String> = env.vars.clone().into_iter().collect();
-    vars.remove("CLOSE_RATE_LIMIT_RPS");
-    // The production defaults, not the tests' (which keep every job in the worker).
-    vars.remove("WORKER_DEFER_AFTER_SECS");
-    vars.remove("SCHEDULER_TICK_SECS");
-    vars.remove("WORKER_INLINE_RETRIES");
-    vars.remove("WORKER_RETRY_BASE_SECS");
+    let mut vars = production_vars(env);
     if let Some(d) = args.defer_after_secs {
         vars.insert("WORKER_DEFER_AFTER_SECS".into(), d.to_string());
     }
@@ -121,16 +117,7 @@ async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> 
             .set_connector_url(id, &format!("http://127.0.0.1:{port}"));
     }
     procs.push(ingest);
-    let admin_port = harness::services::free_port()?;
-    vars.insert("ADMIN_LISTEN".into(), format!("127.0.0.1:{admin_port}"));
-    let (sched, port) = spawn(
-        "closeio-scheduler",
-        "scheduler".into(),
-        &vars,
-        "SCHEDULER_LISTEN",
-    )?;
-    wait_ready(&http, port).await?;
-    procs.push(sched);
+    procs.push(start_scheduler(&http, &vars).await?);
     for i in 0..args.workers {
         let (w, port) = spawn(
             "closeio-worker",

@@ -323,10 +323,46 @@ async fn run_one(args: &ScaleArgs, workers: usize) -> anyhow::Result<Row> {
     result
 }
 
-async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow::Result<Row> {
+/// The test environment's variables with the production defaults where the tests set their
+/// own: no Close ceiling (the workers learn the limit from Close's headers), deferral, lead
+/// gathering, retries and the scheduler's tick as shipped; no Close webhooks.
+pub(crate) fn production_vars(env: &TestEnv) -> BTreeMap<String, String> {
     let mut vars: BTreeMap<String, String> = env.vars.clone().into_iter().collect();
-    // The workers learn the limit from Close's headers; no ceiling.
-    vars.remove("CLOSE_RATE_LIMIT_RPS");
+    for test_only in [
+        "CLOSE_RATE_LIMIT_RPS",
+        "WORKER_DEFER_AFTER_SECS",
+        "NEW_LEAD_GATHER_SECS",
+        "SCHEDULER_TICK_SECS",
+        "WORKER_INLINE_RETRIES",
+        "WORKER_RETRY_BASE_SECS",
+        // Close webhooks would go to the harness's in-process ingest: not measured here.
+        "PUBLIC_URL",
+    ] {
+        vars.remove(test_only);
+    }
+    vars
+}
+
+/// Starts the scheduler (it brings deferred jobs back) as its own process.
+pub(crate) async fn start_scheduler(
+    http: &reqwest::Client,
+    vars: &BTreeMap<String, String>,
+) -> anyhow::Result<Proc> {
+    let mut vars = vars.clone();
+    let admin_port = free_port()?;
+    vars.insert("ADMIN_LISTEN".into(), format!("127.0.0.1:{admin_port}"));
+    let (sched, port) = spawn(
+        "closeio-scheduler",
+        "scheduler".into(),
+        &vars,
+        "SCHEDULER_LISTEN",
+    )?;
+    wait_ready(http, port).await?;
+    Ok(sched)
+}
+
+async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow::Result<Row> {
+    let mut vars = production_vars(env);
     vars.insert("WORKER_CONCURRENCY".into(), args.concurrency.to_string());
     vars.insert("LOG_FORMAT".into(), "json".into());
     // A small fixed pool, whatever the concurrency: connections are never held across a
@@ -339,6 +375,7 @@ async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow
     env.hull
         .set_connector_url(CONNECTOR_ID, &format!("http://127.0.0.1:{port}"));
     procs.push(ingest);
+    procs.push(start_scheduler(&http, &vars).await?);
     for i in 0..workers {
         let (w, port) = spawn(
             "closeio-worker",
@@ -448,16 +485,18 @@ fn print_row(args: &ScaleArgs, row: &Row) {
         .map(|(_, mb)| *mb)
         .fold(0.0, f64::max);
     println!(
-        "| {} | {} | {:.2} % | {:.2} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:.1} / {:.1} | {:.1} s / {:.1} s | {} / {} | {} | {} | {} |",
+        "| {} | {} | {:.2} % | {:.2} | {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} / {:.3} | {:.1} / {:.1} | {:.1} s / {:.1} s | {} / {} | {} | {} | {} |",
         row.workers,
         per_group.join(", "),
         100.0 * limited as f64 / total.max(1) as f64,
         total as f64 / accounts,
         cpu_ms(n, "ingest"),
         cpu_ms(n, "worker"),
+        cpu_ms(n, "scheduler"),
         n.postgres_cpu * 1000.0 / entities,
         cpu_ms(&row.unchanged, "ingest"),
         cpu_ms(&row.unchanged, "worker"),
+        cpu_ms(&row.unchanged, "scheduler"),
         row.unchanged.postgres_cpu * 1000.0 / entities,
         row.peak_rss.get("ingest").copied().unwrap_or(0.0),
         worker_rss,
@@ -486,7 +525,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         args.accounts, args.users_per_account, args.rate_limit, args.concurrency, args.pool_size
     );
     println!();
-    println!("| workers | ok req/s per group (% of limit) | 429 share | Close req per new account | CPU ms per new entity: ingest / workers / Postgres | CPU ms per unchanged entity: ingest / workers / Postgres | peak RSS MB: ingest / largest worker | wall: new / unchanged | leads / contacts in Close | Close req when unchanged | duplicates | Postgres connections of one worker (max) |");
+    println!("| workers | ok req/s per group (% of limit) | 429 share | Close req per new account | CPU ms per new entity: ingest / workers / scheduler / Postgres | CPU ms per unchanged entity: ingest / workers / scheduler / Postgres | peak RSS MB: ingest / largest worker | wall: new / unchanged | leads / contacts in Close | Close req when unchanged | duplicates | Postgres connections of one worker (max) |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         print_row(&args, row);

@@ -260,6 +260,8 @@ impl TestEnv {
             // Tests that drive only the worker expect every job to finish in it; the fairness
             // tests (and production, at 2 s) defer jobs whose tenant's budget is busy.
             ("WORKER_DEFER_AFTER_SECS", "60".into()),
+            // Likewise new leads are created at once; `nesting` tests gather their contacts.
+            ("NEW_LEAD_GATHER_SECS", "0".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -338,6 +340,28 @@ impl TestEnv {
             4,
             common::crypto::SecretBox::new(cfg.encryption_key, cfg.encryption_key_previous),
         )?)
+    }
+
+    /// Runs the scheduler's due retries and the in-process worker until no job is queued or
+    /// waiting in `retries` (deferred jobs included), or `timeout` passes; returns the jobs
+    /// handled.
+    pub async fn drain_with_retries(&self, timeout: std::time::Duration) -> anyhow::Result<usize> {
+        let sched = self.scheduler()?;
+        let store = self.store()?;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut handled = self.drain().await?;
+        loop {
+            let waiting = store.retries(None, 1).await?;
+            if waiting.is_empty() {
+                return Ok(handled);
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("jobs still waiting after {timeout:?}: {waiting:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            sched.republish_due_retries().await;
+            handled += self.drain().await?;
+        }
     }
 
     /// Runs the in-process worker until the queues are empty.

@@ -41,6 +41,14 @@ pub struct WorkerConfig {
     /// burning an attempt) so that it does not hold a place other tenants' jobs could use
     #[arg(env = "WORKER_DEFER_AFTER_SECS", default_value = "0.5", value_parser = config::seconds)]
     pub defer_after: Duration,
+    /// Seconds a new lead waits for the contacts of its users before it is created, so that one
+    /// POST /lead/ creates it with them nested (0: create at once, contacts one by one)
+    #[arg(env = "NEW_LEAD_GATHER_SECS", default_value = "5", value_parser = config::seconds)]
+    pub new_lead_gather: Duration,
+    /// How long a lead lookup waits for others of the same key to share its Close search, in
+    /// ms (0: every lookup searches alone)
+    #[arg(env = "LOOKUP_LINGER_MS", default_value = "20", value_parser = config::millis)]
+    pub lookup_linger: Duration,
     /// Age in seconds at which cached Close metadata is refreshed on use
     #[arg(env = "METADATA_TTL_SECS", default_value = "3600", value_parser = config::seconds)]
     pub metadata_ttl: Duration,

@@ -96,6 +96,20 @@ impl HeldLease {
         self.store.commit_entity(&lease, state).await
     }
 
+    /// [`HeldLease::commit`] for a new lead: also records the sync states of the contacts
+    /// created nested in it and ends the account's gathering, in the same transaction.
+    pub async fn commit_lead_with_contacts(
+        mut self,
+        state: &SyncState,
+        nested: &[common::store::NestedContact],
+    ) -> Result<(), StoreError> {
+        self.renewal.cancel();
+        let lease = self.lease.take().expect("a held lease");
+        self.store
+            .commit_lead_with_contacts(&lease, state, nested)
+            .await
+    }
+
     /// Gives the lease up without writing.
     pub async fn release(mut self) -> Result<(), StoreError> {
         self.renewal.cancel();

@@ -7,6 +7,7 @@ pub mod fairness;
 pub mod firehose_sink;
 pub mod incoming;
 pub mod lease;
+pub mod lookups;
 pub mod outcome;
 pub mod outgoing;
 pub mod tenant;
@@ -65,12 +66,16 @@ pub enum JobError {
     /// The connector is parked (for the reason it carries): the job waits for a fix.
     #[error("connector is parked: {0}")]
     Parked(String),
-    /// The tenant's Close budget is booked further ahead than the job would wait: the job is
-    /// deferred (see [`fairness`]) without burning an attempt.
-    #[error("deferred: the connector's Close budget is busy")]
+    /// The job must run again later, without burning an attempt: its tenant's Close budget is
+    /// booked further ahead than the job would wait (`booked`: its return was booked in the
+    /// budget, see [`fairness`]), or it waits for a new lead's gathering to end.
+    #[error("deferred: {}", if *booked { "the connector's Close budget is busy" } else { "a new lead gathers its contacts" })]
     Deferred {
         /// When to run it again.
         after: Duration,
+        /// Whether its return was booked in the Close budget (it then runs without waiting
+        /// limit).
+        booked: bool,
     },
     /// Nothing is wrong, but the job must look again later.
     #[error("{reason}")]
@@ -103,9 +108,11 @@ impl Classify for JobError {
             JobError::Queue(e) => e.class(),
             JobError::Permanent(_) => ErrorClass::Permanent,
             JobError::Configuration(_) | JobError::Parked(_) => ErrorClass::Configuration,
-            JobError::Later { after, .. } | JobError::Deferred { after } => ErrorClass::Retryable {
-                after: Some(*after),
-            },
+            JobError::Later { after, .. } | JobError::Deferred { after, .. } => {
+                ErrorClass::Retryable {
+                    after: Some(*after),
+                }
+            }
         }
     }
 }
@@ -137,6 +144,8 @@ pub struct Ctx {
     pub metadata: common::metadata::MetadataCache,
     /// Configuration.
     pub cfg: WorkerConfig,
+    /// Lead lookups shared by concurrent jobs.
+    pub lookups: lookups::LeadLookups,
     /// Which tenants' budgets are busy (outgoing jobs of those are deferred).
     pub fairness: fairness::Gate,
     /// Jobs in flight in this process (mirrors the `worker_jobs_in_flight` gauge).
@@ -223,6 +232,7 @@ impl Worker {
             cfg.firehose_batch,
             cfg.firehose_linger,
         );
+        let lookups = lookups::LeadLookups::new(close.clone(), cfg.lookup_linger);
         Ok(Worker {
             ctx: Arc::new(Ctx {
                 store,
@@ -232,6 +242,7 @@ impl Worker {
                 firehose,
                 metadata: common::metadata::MetadataCache::new(),
                 fairness: fairness::Gate::new(),
+                lookups,
                 cfg,
                 in_flight: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             }),
@@ -355,17 +366,20 @@ impl Worker {
         };
         let after = ctx.close.defer(&key_fp, group).await?;
         ctx.fairness.busy(cid, &key_fp, group, after);
-        Err(JobError::Deferred { after })
+        Err(JobError::Deferred {
+            after,
+            booked: true,
+        })
     }
 
     async fn record_failure(&self, env: &Envelope, e: &JobError) -> Result<Disposition, JobError> {
         let ctx = &self.ctx;
-        if let JobError::Deferred { after } = e {
+        if let JobError::Deferred { after, booked } = e {
             // Not a failure: no error is recorded and no attempt is burnt.
             let at = Utc::now()
                 + chrono::Duration::from_std(*after).unwrap_or_else(|_| chrono::Duration::hours(1));
             let mut next = env.clone();
-            next.deferrals += 1;
+            next.deferrals += u32::from(*booked);
             ctx.store.defer(&next, &e.to_string(), at).await?;
             tracing::debug!(job = env.job.name(), after = ?after, "job deferred: its tenant's Close budget is busy");
             return Ok(Disposition::Deferred);

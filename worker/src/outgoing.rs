@@ -14,7 +14,7 @@ use common::closeio::CloseError;
 use common::hull::FirehoseEntry;
 use common::jobs::{EntityKind, OutgoingMessage};
 use common::mapping::{self, account_key, CloseMetadata, SkipReason};
-use common::store::{self, SyncState};
+use common::store::{self, Claim, NestedContact, PendingContact, SyncState};
 
 use crate::outcome::{Action, Outcome};
 use crate::tenant::{tenant, Tenant};
@@ -213,6 +213,9 @@ async fn sync(
         .or_else(|| str_field(target.entity(), target.known_attribute()).map(str::to_string));
 
     let mut written: Option<(Value, Action)> = None;
+    // Contacts created nested in a new lead, and whether a gathering is to be ended.
+    let mut nested: Vec<PendingContact> = Vec::new();
+    let mut gathered = false;
     if let Some(id) = &known_id {
         let updated = match &target {
             Target::Lead { .. } => ctx.close.update_lead(&t.key, id, &body).await,
@@ -229,7 +232,11 @@ async fn sync(
     }
     let (answer, action) = match (written, &target) {
         (Some(w), _) => w,
-        (None, Target::Lead { account }) => create_or_adopt_lead(ctx, t, account, &body).await?,
+        (None, Target::Lead { account }) => {
+            let new = new_lead(ctx, t, account, &body, hull_id).await?;
+            (nested, gathered) = (new.nested, new.gathered);
+            (new.lead, new.action)
+        }
         (None, Target::Contact { user, lead_id }) => {
             create_or_adopt_contact(ctx, t, user, &body, lead_id).await?
         }
@@ -262,7 +269,9 @@ async fn sync(
             FirehoseEntry::traits_user(claims_from(user, &["id", "email", "external_id"]), traits)?
         }
     };
-    ctx.firehose.send(&t.creds, vec![entry]).await?;
+    let (mut entries, nested_states) = nested_contacts(t, meta, &answer, &close_id, &nested)?;
+    entries.push(entry);
+    ctx.firehose.send(&t.creds, entries).await?;
 
     let new_state = SyncState {
         close_id: Some(close_id.clone()),
@@ -270,7 +279,18 @@ async fn sync(
         body_hash: Some(hash),
         failures: 0,
     };
-    lease.commit(&new_state).await?;
+    if gathered {
+        lease
+            .commit_lead_with_contacts(&new_state, &nested_states)
+            .await?;
+        if !nested_states.is_empty() {
+            metrics::counter!("outgoing_contacts_nested_total")
+                .increment(nested_states.len() as u64);
+            tracing::info!(lead_id = %close_id, contacts = nested_states.len(), "contacts created nested in their new lead");
+        }
+    } else {
+        lease.commit(&new_state).await?;
+    }
     match kind {
         EntityKind::Account => {
             tracing::info!(account_id = hull_id, lead_id = %close_id, action = ?action, "outgoing.account.success")
@@ -304,46 +324,177 @@ fn log_unchanged(kind: EntityKind, hull_id: &str, close_id: &str) {
     }
 }
 
-/// No known lead: look it up by the identifier field; create only when nothing matches.
-async fn create_or_adopt_lead(
+/// How long after a gathering is due a user waiting for it comes back: time for the lead's
+/// creation to be committed.
+const GATHER_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The placeholder `lead_id` of a contact body gathered before its lead exists.
+const PENDING_LEAD_ID: &str = "";
+
+/// What [`new_lead`] wrote.
+struct NewLead {
+    lead: Value,
+    action: Action,
+    /// The gathered contacts created nested in the lead, in the order sent.
+    nested: Vec<PendingContact>,
+    /// Whether the account had a gathering to end.
+    gathered: bool,
+}
+
+/// No known lead. With `NEW_LEAD_GATHER_SECS`, the account's new lead first gathers the
+/// contacts of its users (the job is deferred until then, burning no attempt); the holder of
+/// the account's lease then claims the gathering. The lead is looked up by its identifier
+/// field and created — with the gathered contacts nested — only when nothing matches.
+async fn new_lead(
     ctx: &Ctx,
     t: &Tenant,
     account: &Map<String, Value>,
     update_body: &Map<String, Value>,
-) -> Result<(Value, Action), JobError> {
+    account_key: &str,
+) -> Result<NewLead, JobError> {
+    let mut nested = Vec::new();
+    let gather = ctx.cfg.new_lead_gather;
+    let gathered = !gather.is_zero();
+    if gathered {
+        let cid = t.connector.id.as_str();
+        ctx.store.gather_lead(cid, account_key, gather).await?;
+        match ctx.store.claim_pending_lead(cid, account_key).await? {
+            Claim::NotDue(after) => {
+                return Err(JobError::Deferred {
+                    after,
+                    booked: false,
+                })
+            }
+            Claim::Contacts(contacts) => nested = contacts,
+            Claim::None => {}
+        }
+    }
+    let (lead, action) = match find_lead(ctx, t, update_body).await? {
+        Some(existing) => {
+            // An existing lead takes no nested contacts: the users' own jobs find or create
+            // their contacts in it.
+            nested.clear();
+            adopt_lead(ctx, t, existing, update_body).await?
+        }
+        None => {
+            let mut create_body = mapping::lead_body(&t.settings, account, true);
+            if !nested.is_empty() {
+                let contacts = nested
+                    .iter()
+                    .map(|c| {
+                        let mut body = c.body.clone();
+                        body.remove("lead_id");
+                        Value::Object(body)
+                    })
+                    .collect();
+                create_body.insert("contacts".into(), Value::Array(contacts));
+            }
+            let lead = ctx.close.create_lead(&t.key, &create_body).await?;
+            (lead, Action::Created)
+        }
+    };
+    Ok(NewLead {
+        lead,
+        action,
+        nested,
+        gathered,
+    })
+}
+
+/// The lead whose identifier field has this body's value (the oldest when Close holds
+/// duplicates), if any.
+async fn find_lead(
+    ctx: &Ctx,
+    t: &Tenant,
+    body: &Map<String, Value>,
+) -> Result<Option<Value>, JobError> {
     let ident_field = t
         .settings
         .lead_identifier_service
         .clone()
         .unwrap_or_else(|| "url".to_string());
-    if let Some(value) = update_body.get(&ident_field).filter(|v| !v.is_null()) {
-        let mut found = ctx.close.find_leads(&t.key, &ident_field, value).await?;
-        // The oldest lead wins when Close already holds duplicates.
-        found.sort_by(|a, b| {
-            let d = |l: &Value| {
-                l.get("date_created")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            d(a).cmp(&d(b))
-        });
-        if let Some(existing) = found.into_iter().next() {
-            let id = existing
-                .get("id")
+    let Some(value) = body.get(&ident_field).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let mut found = ctx.lookups.find(&t.key, &ident_field, value).await?;
+    found.sort_by(|a, b| {
+        let d = |l: &Value| {
+            l.get("date_created")
                 .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            if lead_matches(&existing, update_body) {
-                return Ok((existing, Action::Adopted));
-            }
-            let lead = ctx.close.update_lead(&t.key, &id, update_body).await?;
-            return Ok((lead, Action::Adopted));
-        }
+                .unwrap_or("")
+                .to_string()
+        };
+        d(a).cmp(&d(b))
+    });
+    Ok(found.into_iter().next())
+}
+
+/// Adopts an existing lead: written only when it differs from the body.
+async fn adopt_lead(
+    ctx: &Ctx,
+    t: &Tenant,
+    existing: Value,
+    body: &Map<String, Value>,
+) -> Result<(Value, Action), JobError> {
+    if lead_matches(&existing, body) {
+        return Ok((existing, Action::Adopted));
     }
-    let create_body = mapping::lead_body(&t.settings, account, true);
-    let lead = ctx.close.create_lead(&t.key, &create_body).await?;
-    Ok((lead, Action::Created))
+    let id = existing
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let lead = ctx.close.update_lead(&t.key, &id, body).await?;
+    Ok((lead, Action::Adopted))
+}
+
+/// The write-backs and sync states of the contacts Close created nested in lead `lead_id`
+/// (its answer lists them in the order sent). A contact whose answer does not match what was
+/// sent is left to its user's own job, which finds it by email.
+fn nested_contacts(
+    t: &Tenant,
+    meta: &CloseMetadata,
+    lead: &Value,
+    lead_id: &str,
+    sent: &[PendingContact],
+) -> Result<(Vec<FirehoseEntry>, Vec<NestedContact>), JobError> {
+    let mut entries = Vec::new();
+    let mut states = Vec::new();
+    if sent.is_empty() {
+        return Ok((entries, states));
+    }
+    let answered = lead
+        .get("contacts")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (pending, contact) in sent.iter().zip(answered) {
+        let Some(contact_id) = contact.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        if contact.get("name") != pending.body.get("name") {
+            tracing::warn!(user_id = %pending.user_id, lead_id, "a nested contact does not match what was sent; its user's job will look it up");
+            continue;
+        }
+        let mut body = pending.body.clone();
+        body.insert("lead_id".into(), Value::String(lead_id.to_owned()));
+        let mut response = contact.clone();
+        if let Some(o) = response.as_object_mut() {
+            o.insert("lead_id".into(), Value::String(lead_id.to_owned()));
+        }
+        let traits = mapping::contact_traits(&t.settings, meta, &response);
+        entries.push(FirehoseEntry::traits_user(pending.claims.clone(), traits)?);
+        states.push(NestedContact {
+            user_id: pending.user_id.clone(),
+            state: SyncState {
+                close_id: Some(contact_id.to_owned()),
+                lead_id: Some(lead_id.to_owned()),
+                body_hash: Some(mapping::body_hash(&body)),
+                failures: 0,
+            },
+        });
+    }
+    Ok((entries, states))
 }
 
 /// Whether every field of `body` already has that value on `lead`.
@@ -395,7 +546,7 @@ pub async fn user(
         .metadata
         .get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl)
         .await?;
-    let lead_id = lead_of(ctx, &t, &meta, account).await?;
+    let lead_id = lead_of(ctx, &t, &meta, account, user).await?;
     match sync(
         ctx,
         &t,
@@ -458,6 +609,7 @@ async fn lead_of(
     t: &Tenant,
     meta: &CloseMetadata,
     account: &Map<String, Value>,
+    user: &Map<String, Value>,
 ) -> Result<String, JobError> {
     let key = account_key(account);
     if let Some(key) = &key {
@@ -481,6 +633,29 @@ async fn lead_of(
             "the user's account has no id, external_id, domain or closeio/id".into(),
         ));
     };
+    // A new lead gathering its contacts: this user's joins them (and waits for the lead).
+    let gather = ctx.cfg.new_lead_gather;
+    if !gather.is_zero() {
+        let cid = t.connector.id.as_str();
+        let g = ctx.store.gather_lead(cid, &account_id, gather).await?;
+        if !g.due_in.is_zero() && !g.claimed {
+            let pending = PendingContact {
+                user_id: str_field(user, "id").unwrap_or_default().to_owned(),
+                body: mapping::contact_body(&t.settings, user, PENDING_LEAD_ID),
+                claims: claims_from(user, &["id", "email", "external_id"]),
+            };
+            if ctx
+                .store
+                .add_pending_contact(cid, &account_id, &pending)
+                .await?
+            {
+                return Err(JobError::Deferred {
+                    after: g.due_in + GATHER_MARGIN,
+                    booked: false,
+                });
+            }
+        }
+    }
     tracing::info!(account_id = %account_id, "the user's account has no lead yet: creating it first");
     let (_, lead_id) = sync(ctx, t, meta, Target::Lead { account }).await?;
     Ok(lead_id)

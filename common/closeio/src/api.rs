@@ -120,6 +120,20 @@ impl CloseClient {
         field: &str,
         value: &Value,
     ) -> Result<Vec<Value>, CloseError> {
+        let ids = self
+            .find_lead_ids(key, field, std::slice::from_ref(value))
+            .await?;
+        self.get_leads(key, &ids).await
+    }
+
+    /// The ids of the leads whose identifier `field` equals one of `values`: one search (of
+    /// as many pages as the matches need) for all of them.
+    pub async fn find_lead_ids(
+        &self,
+        key: &ApiKey,
+        field: &str,
+        values: &[Value],
+    ) -> Result<Vec<String>, CloseError> {
         let mut ids: Vec<String> = Vec::new();
         let mut cursor: Option<String> = None;
         for page_number in 1.. {
@@ -129,7 +143,7 @@ impl CloseClient {
                     MAX_LOOKUP_PAGES * LOOKUP_PAGE_SIZE as usize
                 )));
             }
-            let body = lookup_query(field, value, cursor.as_deref())?;
+            let body = lookup_query(field, values, cursor.as_deref())?;
             let page = self.search(key, &body).await?;
             ids.extend(
                 page.data
@@ -142,8 +156,13 @@ impl CloseClient {
                 _ => break,
             }
         }
+        Ok(ids)
+    }
+
+    /// Reads each lead (`GET /lead/{id}/`); one deleted meanwhile is left out.
+    pub async fn get_leads(&self, key: &ApiKey, ids: &[String]) -> Result<Vec<Value>, CloseError> {
         let mut leads = Vec::with_capacity(ids.len());
-        for id in &ids {
+        for id in ids {
             match self.get_lead(key, id).await {
                 Ok(lead) => leads.push(lead),
                 // Deleted between the search and the read: not a match any more.
@@ -416,7 +435,7 @@ fn identifier_field(field: &str) -> Result<Value, CloseError> {
 }
 
 /// The `/data/search/` body looking leads up by an exact identifier value.
-fn lookup_query(field: &str, value: &Value, cursor: Option<&str>) -> Result<Value, CloseError> {
+fn lookup_query(field: &str, values: &[Value], cursor: Option<&str>) -> Result<Value, CloseError> {
     let mut body = json!({
         "query": {
             "type": "and",
@@ -425,7 +444,7 @@ fn lookup_query(field: &str, value: &Value, cursor: Option<&str>) -> Result<Valu
                 {
                     "type": "field_condition",
                     "field": identifier_field(field)?,
-                    "condition": {"type": "term", "values": [value]},
+                    "condition": {"type": "term", "values": values},
                 },
             ],
         },
@@ -483,7 +502,7 @@ mod tests {
 
     #[test]
     fn lookup_query_uses_term_on_regular_or_custom_field() {
-        let q = lookup_query("url", &json!("https://acme.com"), None).expect("ok");
+        let q = lookup_query("url", &[json!("https://acme.com")], None).expect("ok");
         assert_eq!(
             q["query"]["queries"][1],
             json!({
@@ -493,14 +512,14 @@ mod tests {
             })
         );
         assert!(q.get("cursor").is_none());
-        let q = lookup_query("custom.cf_abc", &json!("x"), Some("c1")).expect("ok");
+        let q = lookup_query("custom.cf_abc", &[json!("x")], Some("c1")).expect("ok");
         assert_eq!(
             q["query"]["queries"][1]["field"],
             json!({"type": "custom_field", "custom_field_id": "cf_abc"})
         );
         assert_eq!(q["cursor"], json!("c1"));
-        assert!(lookup_query("custom.", &json!("x"), None).is_err());
-        assert!(lookup_query("email", &json!("x"), None).is_err());
+        assert!(lookup_query("custom.", &[json!("x")], None).is_err());
+        assert!(lookup_query("email", &[json!("x")], None).is_err());
     }
 
     #[test]

@@ -68,8 +68,9 @@ pub async fn deferring<F: std::future::Future>(max_wait: Duration, fut: F) -> F:
     MAX_WAIT.scope(max_wait, fut).await
 }
 
-/// The longest wait the current task accepts, if it set one with [`deferring`].
-pub(crate) fn max_wait() -> Option<Duration> {
+/// The longest wait the current task accepts, if it set one with [`deferring`] (so that work
+/// it hands to another task can keep the same limit).
+pub fn max_wait() -> Option<Duration> {
     MAX_WAIT.try_with(|d| *d).ok()
 }
 

@@ -112,26 +112,36 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        let held = tx
-            .execute_p(
-                "DELETE FROM entity_leases
-                 WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
-                   AND expires_at > clock_timestamp()",
-                &[
-                    &lease.connector_id,
-                    &lease.kind.as_str(),
-                    &lease.hull_id,
-                    &lease.fence,
-                ],
-            )
-            .await?;
-        if held != 1 {
-            return Err(StoreError::LeaseLost {
-                entity: format!("{}/{}", lease.kind.as_str(), lease.hull_id),
-            });
-        }
-        save_success(&tx, &lease.connector_id, lease.kind, &lease.hull_id, state).await?;
+        commit_in(&tx, lease, state).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The fenced commit inside the caller's transaction: gives the lease up and records the sync
+/// state, or fails with [`StoreError::LeaseLost`].
+pub(crate) async fn commit_in(
+    tx: &impl deadpool_postgres::GenericClient,
+    lease: &EntityLease,
+    state: &SyncState,
+) -> Result<(), StoreError> {
+    let held = tx
+        .execute_p(
+            "DELETE FROM entity_leases
+             WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
+               AND expires_at > clock_timestamp()",
+            &[
+                &lease.connector_id,
+                &lease.kind.as_str(),
+                &lease.hull_id,
+                &lease.fence,
+            ],
+        )
+        .await?;
+    if held != 1 {
+        return Err(StoreError::LeaseLost {
+            entity: format!("{}/{}", lease.kind.as_str(), lease.hull_id),
+        });
+    }
+    save_success(tx, &lease.connector_id, lease.kind, &lease.hull_id, state).await
 }

@@ -23,6 +23,8 @@ mod budget;
 pub use budget::Reservation;
 mod lease;
 pub use lease::EntityLease;
+mod pending;
+pub use pending::{Claim, Gathering, NestedContact, PendingContact};
 mod incoming;
 pub use incoming::*;
 mod parking;

@@ -1,0 +1,278 @@
+//! New leads gather the contacts of their users (`NEW_LEAD_GATHER_SECS`) so that one
+//! `POST /lead/` creates a new account's lead with its users' contacts nested: fewer Close
+//! requests, and still no duplicate whatever the order of arrival or a lost response.
+
+use std::time::Duration;
+
+use harness::sandbox::close::{CloseConfig, Faults};
+use harness::{EnvOptions, TestEnv, CONNECTOR_ID, SYNC_SEGMENT};
+use serde_json::{json, Value};
+
+const USERS: [&str; 3] = ["ann@acme.com", "bob@acme.com", "cid@acme.com"];
+
+async fn env(close: CloseConfig) -> TestEnv {
+    let users = USERS
+        .iter()
+        .map(|e| json!({"email": e, "name": e.split('@').next(), "account_domain": "acme.com"}))
+        .collect();
+    TestEnv::start(EnvOptions {
+        accounts: vec![
+            json!({"domain": "acme.com", "name": "Acme", "segment_ids": [SYNC_SEGMENT]}),
+        ],
+        users,
+        close,
+        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("test env")
+}
+
+async fn notify(env: &TestEnv, channel: &str, ids: &[String]) {
+    let r = env
+        .hull
+        .notify(CONNECTOR_ID, channel, ids)
+        .await
+        .expect("notify");
+    assert!(!r.failed, "{r:?}");
+}
+
+fn account_id(env: &TestEnv) -> String {
+    env.hull
+        .find_account("domain", "acme.com")
+        .expect("account")
+        .id
+}
+
+fn user_ids(env: &TestEnv, emails: &[&str]) -> Vec<String> {
+    emails
+        .iter()
+        .map(|e| env.hull.find_user("email", e).expect("user").id)
+        .collect()
+}
+
+fn count(env: &TestEnv, method: &str, path: &str) -> usize {
+    env.close
+        .requests()
+        .iter()
+        .filter(|r| r.method == method && r.path == format!("/api/v1{path}"))
+        .count()
+}
+
+/// Every user has its contact once, under the one lead, and Hull has its `closeio/id`.
+fn assert_synced(env: &TestEnv) {
+    let leads = env.leads_with_url("acme.com");
+    assert_eq!(leads.len(), 1, "one lead");
+    let lead_id = leads[0]["id"].clone();
+    let contacts = env.close.contacts();
+    assert_eq!(
+        contacts.len(),
+        USERS.len(),
+        "one contact per user: {contacts:?}"
+    );
+    for email in USERS {
+        let mine: Vec<&Value> = contacts
+            .iter()
+            .filter(|c| c["emails"][0]["email"] == json!(email))
+            .collect();
+        assert_eq!(mine.len(), 1, "{email} once");
+        assert_eq!(mine[0]["lead_id"], lead_id);
+        let user = env.hull.find_user("email", email).expect("user");
+        assert_eq!(
+            user.attributes["closeio/id"], mine[0]["id"],
+            "{email} written back"
+        );
+        assert_eq!(user.attributes["closeio/lead_id"], lead_id);
+    }
+    assert_eq!(
+        env.hull
+            .find_account("domain", "acme.com")
+            .expect("account")
+            .attributes["closeio/id"],
+        lead_id
+    );
+}
+
+#[tokio::test]
+async fn a_new_account_and_its_users_are_one_lead_create_with_nested_contacts() {
+    let env = env(CloseConfig::default()).await;
+    notify(&env, "account:update", &[account_id(&env)]).await;
+    notify(&env, "user:update", &user_ids(&env, &USERS)).await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    assert_synced(&env);
+    assert_eq!(count(&env, "POST", "/lead/"), 1);
+    let create = env
+        .close
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/lead/"))
+        .expect("create");
+    assert_eq!(
+        create.body.as_ref().expect("body")["contacts"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "the contacts are nested in the lead's create"
+    );
+    assert_eq!(
+        count(&env, "POST", "/contact/"),
+        0,
+        "no contact created on its own"
+    );
+    assert_eq!(
+        count(&env, "GET", "/contact/"),
+        0,
+        "no contact lookup: {:?}",
+        env.close
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+            .collect::<Vec<_>>()
+    );
+    let searches = count(&env, "POST", "/data/search/");
+    assert_eq!(searches, 1, "one lookup of the new lead");
+
+    // Sent again unchanged: nothing to do.
+    env.close.clear_requests();
+    notify(&env, "account:update", &[account_id(&env)]).await;
+    notify(&env, "user:update", &user_ids(&env, &USERS)).await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    assert_eq!(env.close.requests().len(), 0, "unchanged: no Close call");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn users_that_come_before_their_account_are_nested_too() {
+    let env = env(CloseConfig::default()).await;
+    notify(&env, "user:update", &user_ids(&env, &USERS)).await;
+    notify(&env, "account:update", &[account_id(&env)]).await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    assert_synced(&env);
+    assert_eq!(count(&env, "POST", "/lead/"), 1);
+    assert_eq!(count(&env, "POST", "/contact/"), 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_user_after_the_lead_was_created_gets_its_own_contact() {
+    let env = env(CloseConfig::default()).await;
+    notify(&env, "account:update", &[account_id(&env)]).await;
+    notify(&env, "user:update", &user_ids(&env, &USERS[..2])).await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    notify(&env, "user:update", &user_ids(&env, &USERS[2..])).await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    assert_synced(&env);
+    assert_eq!(count(&env, "POST", "/lead/"), 1);
+    assert_eq!(
+        count(&env, "POST", "/contact/"),
+        1,
+        "the late user's contact alone"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_a_create_with_nested_contacts_leaves_no_duplicate() {
+    // Every lead create is applied but answered 503: the job cannot know it worked.
+    let env = env(CloseConfig {
+        faults: Faults {
+            routes: Some(vec!["POST /lead/".into()]),
+            lost_response_rate: 1.0,
+            ..Faults::default()
+        },
+        ..CloseConfig::default()
+    })
+    .await;
+    notify(&env, "account:update", &[account_id(&env)]).await;
+    notify(&env, "user:update", &user_ids(&env, &USERS)).await;
+    // The first create is applied; later attempts find the lead by lookup and adopt it, and
+    // the users find their contacts in it by email.
+    env.drain_with_retries(Duration::from_secs(60))
+        .await
+        .expect("drain");
+    assert_synced(&env);
+    assert_eq!(
+        count(&env, "POST", "/lead/"),
+        1,
+        "the create is never re-sent"
+    );
+    assert_eq!(
+        count(&env, "POST", "/contact/"),
+        0,
+        "the nested contacts are adopted"
+    );
+    env.cleanup().await;
+}
+
+fn accounts(domains: &[&str]) -> Vec<Value> {
+    domains
+        .iter()
+        .map(|d| json!({"domain": d, "name": d, "segment_ids": [SYNC_SEGMENT]}))
+        .collect()
+}
+
+/// New accounts that reach the lookup together share one search; the leads Close already
+/// holds are adopted (never created again), the others created.
+#[tokio::test]
+async fn concurrent_lookups_share_a_search_and_adopt_what_close_holds() {
+    let domains = ["a1.com", "a2.com", "a3.com", "a4.com"];
+    let env = TestEnv::start(EnvOptions {
+        accounts: accounts(&domains),
+        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("test env");
+    // Close already holds the leads of two of them (created in Close's UI).
+    let existing: Vec<Value> = ["a2.com", "a4.com"]
+        .iter()
+        .map(|d| {
+            env.close
+                .ui_create_lead(
+                    harness::API_KEY,
+                    json!({"name": format!("{d} (Close)"), "url": d}),
+                )
+                .expect("lead")
+        })
+        .collect();
+    let ids: Vec<String> = domains
+        .iter()
+        .map(|d| env.hull.find_account("domain", d).expect("account").id)
+        .collect();
+    notify(&env, "account:update", &ids).await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    for d in domains {
+        assert_eq!(env.leads_with_url(d).len(), 1, "{d}: exactly one lead");
+    }
+    for lead in &existing {
+        let url = lead["url"].as_str().expect("url");
+        assert_eq!(
+            env.leads_with_url(url)[0]["id"],
+            lead["id"],
+            "{url}: Close's lead adopted"
+        );
+    }
+    assert_eq!(
+        count(&env, "POST", "/lead/"),
+        2,
+        "only the missing leads are created"
+    );
+    let searches = count(&env, "POST", "/data/search/");
+    assert!(
+        searches < domains.len(),
+        "the lookups of jobs running together share searches: {searches}"
+    );
+    env.cleanup().await;
+}

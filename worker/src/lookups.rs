@@ -1,0 +1,188 @@
+//! Lead lookups of concurrent jobs share Close searches. Before creating a lead, a job looks
+//! it up by its identifier field; the lookups of one key and field that arrive within
+//! `LOOKUP_LINGER_MS` of each other go out as one `POST /data/search/` with all their values
+//! (at most [`MAX_VALUES`] per search), so a burst of new accounts costs a fraction of a search
+//! each instead of one.
+//!
+//! The search answers lead ids only; a batch that matched anything reads those leads and gives
+//! each job the leads whose field has its value. If a matched lead cannot be attributed that
+//! way (Close compared the values differently), every job of the batch looks its own value up
+//! again, alone: a lookup may cost more, but it never misses a lead, which would create a
+//! duplicate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use common::closeio::{ApiKey, CloseClient, CloseError};
+
+/// Values per search at most.
+pub const MAX_VALUES: usize = 100;
+
+type Answer = Result<Vec<Value>, CloseError>;
+
+struct Waiter {
+    value: Value,
+    tx: oneshot::Sender<Answer>,
+}
+
+struct Batch {
+    key: ApiKey,
+    field: String,
+    max_wait: Option<Duration>,
+    waiters: Vec<Waiter>,
+}
+
+/// The shared lookups of one worker process.
+#[derive(Clone)]
+pub struct LeadLookups {
+    close: CloseClient,
+    linger: Duration,
+    open: Arc<Mutex<HashMap<(String, String), Batch>>>,
+}
+
+impl LeadLookups {
+    /// Lookups through `close`, gathered for `linger`.
+    pub fn new(close: CloseClient, linger: Duration) -> LeadLookups {
+        LeadLookups {
+            close,
+            linger,
+            open: Arc::default(),
+        }
+    }
+
+    /// The leads whose identifier `field` equals `value` (full lead objects).
+    pub async fn find(&self, key: &ApiKey, field: &str, value: &Value) -> Answer {
+        if self.linger.is_zero() {
+            return self.close.find_leads(key, field, value).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let slot = (key.fingerprint(), field.to_owned());
+        let waiter = Waiter {
+            value: value.clone(),
+            tx,
+        };
+        let first = {
+            let mut open = self.open.lock();
+            match open.get_mut(&slot) {
+                Some(batch) => {
+                    batch.waiters.push(waiter);
+                    false
+                }
+                None => {
+                    open.insert(
+                        slot.clone(),
+                        Batch {
+                            key: key.clone(),
+                            field: field.to_owned(),
+                            // The search keeps the first job's budget limit (see `fairness`).
+                            max_wait: common::closeio::budget::max_wait(),
+                            waiters: vec![waiter],
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if first {
+            // Its own task: a job that is cancelled must not strand the others.
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(me.linger).await;
+                let batch = me.open.lock().remove(&slot);
+                if let Some(batch) = batch {
+                    match batch.max_wait {
+                        Some(d) => common::closeio::deferring(d, me.run(batch)).await,
+                        None => me.run(batch).await,
+                    }
+                }
+            });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(CloseError::Transport(
+                "a shared lead lookup was abandoned".into(),
+            ))
+        })
+    }
+
+    async fn run(&self, batch: Batch) {
+        let Batch {
+            key,
+            field,
+            waiters,
+            ..
+        } = batch;
+        let mut waiters = waiters;
+        while !waiters.is_empty() {
+            let rest = waiters.split_off(waiters.len().min(MAX_VALUES));
+            self.run_chunk(&key, &field, waiters).await;
+            waiters = rest;
+        }
+    }
+
+    async fn run_chunk(&self, key: &ApiKey, field: &str, waiters: Vec<Waiter>) {
+        let mut values: Vec<Value> = Vec::with_capacity(waiters.len());
+        for w in &waiters {
+            if !values.contains(&w.value) {
+                values.push(w.value.clone());
+            }
+        }
+        metrics::histogram!("outgoing_lookup_batch_size").record(values.len() as f64);
+        let found = match self.close.find_lead_ids(key, field, &values).await {
+            Ok(ids) if ids.is_empty() => Ok(Vec::new()),
+            Ok(ids) => self.close.get_leads(key, &ids).await,
+            Err(e) => Err(e),
+        };
+        let leads = match found {
+            Ok(leads) => leads,
+            Err(e) => {
+                for w in waiters {
+                    let _ = w.tx.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let attributed = leads
+            .iter()
+            .all(|l| values.iter().any(|v| field_value(l, field) == Some(v)));
+        for w in waiters {
+            let answer = if attributed {
+                Ok(leads
+                    .iter()
+                    .filter(|l| field_value(l, field) == Some(&w.value))
+                    .cloned()
+                    .collect())
+            } else {
+                self.close.find_leads(key, field, &w.value).await
+            };
+            let _ = w.tx.send(answer);
+        }
+    }
+}
+
+/// A lead's value of an identifier field (`url`, `name`, `description`, `custom.<id>`).
+fn field_value<'a>(lead: &'a Value, field: &str) -> Option<&'a Value> {
+    lead.get(field).filter(|v| !v.is_null()).or_else(|| {
+        let id = field.strip_prefix("custom.")?;
+        lead.get("custom")?.get(id)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn field_values_of_regular_and_custom_fields() {
+        let lead = json!({"url": "acme.com", "custom.cf_1": "x", "custom": {"cf_2": "y"}});
+        assert_eq!(field_value(&lead, "url"), Some(&json!("acme.com")));
+        assert_eq!(field_value(&lead, "custom.cf_1"), Some(&json!("x")));
+        assert_eq!(field_value(&lead, "custom.cf_2"), Some(&json!("y")));
+        assert_eq!(field_value(&lead, "name"), None);
+    }
+}
