@@ -1,7 +1,7 @@
 //! `closeio-bench fairness`: tenant A queues a large backlog of new accounts on its Close key;
-//! then tenant B, with a key of its own, sends one new account at a time. Measured: B's time to
-//! Close (from sending the notification to Close answering B's lead create), over repeats,
-//! while A saturates its key. Ingest, the workers and the scheduler (which brings deferred jobs
+//! then tenant B, with a key of its own, sends one update of its (already synced) account at a
+//! time. Measured: B's time to Close (from sending the notification to Close answering the
+//! lead's update), over repeats, while A saturates its key. Ingest, the workers and the scheduler (which brings deferred jobs
 //! back) run as their own processes; the simulators run in this one.
 
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ pub struct FairnessArgs {
     /// New accounts tenant A queues before B's first update.
     #[arg(long, default_value_t = 10_000)]
     pub backlog: usize,
-    /// B's updates (one new account each), one after the other.
+    /// B's updates (a new name for its account each), one after the other.
     #[arg(long, default_value_t = 20)]
     pub repeats: usize,
     /// Pause between two of B's updates, in seconds.
@@ -73,7 +73,7 @@ pub async fn run(args: FairnessArgs) -> anyhow::Result<()> {
     let mut accounts: Vec<Value> = (0..args.backlog)
         .map(|i| account(format!("a{i}.example.com")))
         .collect();
-    accounts.extend((0..args.repeats).map(|k| account(format!("b{k}.example.com"))));
+    accounts.push(account("b.example.com".to_owned()));
     let mut b_settings = harness::default_settings();
     b_settings["api_key"] = json!(B_KEY);
     eprintln!("seeding {} accounts…", accounts.len());
@@ -137,6 +137,22 @@ async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> 
             .map(|a| a.id.clone())
             .with_context(|| format!("no account {domain}"))
     };
+    // B's account is synced first (its lead exists before A's backlog arrives).
+    let b_id = id_of("b.example.com")?;
+    let r = env
+        .hull
+        .notify(B_ID, "account:update", std::slice::from_ref(&b_id))
+        .await?;
+    if r.failed {
+        bail!("B's notification failed: {:?}", r.statuses);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.close.leads().is_empty() {
+        if Instant::now() > deadline {
+            bail!("B's lead was not created");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let a_ids = (0..args.backlog)
         .map(|i| id_of(&format!("a{i}.example.com")))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -154,10 +170,14 @@ async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> 
     let mut latencies = Vec::new();
     for k in 0..args.repeats {
         tokio::time::sleep(Duration::from_secs_f64(args.interval_secs)).await;
-        let domain = format!("b{k}.example.com");
-        let id = id_of(&domain)?;
+        let name = format!("B revision {k}");
+        env.hull
+            .upsert_account(json!({"domain": "b.example.com", "name": name}));
         let sent = now_us();
-        let r = env.hull.notify(B_ID, "account:update", &[id]).await?;
+        let r = env
+            .hull
+            .notify(B_ID, "account:update", std::slice::from_ref(&b_id))
+            .await?;
         if r.failed {
             bail!("B's notification failed: {:?}", r.statuses);
         }
@@ -165,14 +185,14 @@ async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> 
         let arrived = loop {
             let hit = env.close.requests().into_iter().find(|q| {
                 q.api_key.as_deref() == Some(B_KEY)
-                    && q.method == "POST"
+                    && q.method == "PUT"
                     && q.group == "lead-write"
                     && (200..300).contains(&q.status)
                     && q.body
                         .as_ref()
-                        .and_then(|b| b.get("url"))
+                        .and_then(|b| b.get("name"))
                         .and_then(Value::as_str)
-                        == Some(domain.as_str())
+                        == Some(name.as_str())
             });
             if let Some(q) = hit {
                 break q.at_us;
@@ -223,7 +243,7 @@ async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> 
     latencies.sort_by(f64::total_cmp);
     println!("closeio-bench fairness");
     println!(
-        "tenant A: {} new accounts queued (in {queued_secs:.1} s) before B's first update; tenant B: {} new accounts, one every {} s; simulator limit {} req/s per key and endpoint group (1 s windows), not told to the workers; {} worker processes × WORKER_CONCURRENCY={}, WORKER_DEFER_AFTER_SECS={}",
+        "tenant A: {} new accounts queued (in {queued_secs:.1} s) before B's first update; tenant B: {} updates of its synced account, one every {} s; simulator limit {} req/s per key and endpoint group (1 s windows), not told to the workers; {} worker processes × WORKER_CONCURRENCY={}, WORKER_DEFER_AFTER_SECS={}",
         args.backlog,
         args.repeats,
         args.interval_secs,

@@ -47,7 +47,7 @@ pub struct WorkerConfig {
     pub new_lead_gather: Duration,
     /// How long a lead lookup waits for others of the same key to share its Close search, in
     /// ms (0: every lookup searches alone)
-    #[arg(env = "LOOKUP_LINGER_MS", default_value = "20", value_parser = config::millis)]
+    #[arg(env = "LOOKUP_LINGER_MS", default_value = "50", value_parser = config::millis)]
     pub lookup_linger: Duration,
     /// Age in seconds at which cached Close metadata is refreshed on use
     #[arg(env = "METADATA_TTL_SECS", default_value = "3600", value_parser = config::seconds)]

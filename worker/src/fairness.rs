@@ -4,104 +4,57 @@
 //!
 //! Every outgoing job runs under [`common::closeio::deferring`]: a request whose slot in the
 //! key's shared budget is more than `WORKER_DEFER_AFTER_SECS` away reserves nothing and fails
-//! at once with `BudgetBusy`. The job is then *deferred*: recorded in `retries` for later with
-//! the same attempt number, and acknowledged. This [`Gate`] remembers, per connector, until
-//! when its budget is booked, so the tenant's next jobs are deferred before they touch Postgres
-//! or Close, and spreads the deferred jobs one spacing apart from that moment on, so that they
-//! come back about as fast as the budget can serve them rather than all at once.
+//! at once with `BudgetBusy` (the Close client remembers how long the group is booked, so the
+//! tenant's next requests fail without asking Postgres). The job is then *deferred*: its
+//! return is booked on the budget's deferral lane (one spacing after the previous deferred
+//! job, after the slots already reserved), it is recorded in `retries` with the same attempt
+//! number, and acknowledged. It comes back about when the budget can serve it, and then runs
+//! without the limit. Jobs that need no Close request (unchanged entities, users whose contact
+//! was created with their lead) are never deferred.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::time::Instant;
+use common::closeio::CloseError;
+use common::jobs::Envelope;
 
-/// What this process knows of one connector's busy budget.
-#[derive(Debug, Clone)]
-struct Busy {
-    /// Fingerprint of the connector's Close key.
-    key_fp: String,
-    /// The endpoint group found busy.
+use crate::{Ctx, JobError, Outcome};
+
+/// How much earlier than its booked slot a deferred job is brought back: the time the
+/// scheduler may take to republish it (`RETRY_POLL_MS`) and a worker to take it, so that it is
+/// waiting when its slot comes instead of arriving after it (a slot that passes unused is
+/// budget lost).
+pub const RETURN_EARLY: Duration = Duration::from_millis(500);
+
+/// Books the return of a job deferred because `group` of the key `key_fp` is busy; returns
+/// how long to defer it.
+pub async fn book_return(
+    ctx: &Ctx,
+    key_fp: &str,
     group: &'static str,
-    /// Until when its slots (and the returns of the jobs deferred so far) are booked.
-    until: Instant,
+) -> Result<Duration, JobError> {
+    let slot_in = ctx.close.defer(key_fp, group).await?;
+    Ok(slot_in.saturating_sub(RETURN_EARLY))
 }
 
-/// Per connector: until when its Close budget is booked (as far as this process saw).
-#[derive(Debug, Default)]
-pub struct Gate {
-    busy: Mutex<HashMap<String, Busy>>,
-}
-
-impl Gate {
-    /// An empty gate.
-    pub fn new() -> Gate {
-        Gate::default()
+/// Runs an outgoing job so that a request whose slot in its tenant's Close budget is further
+/// away than `WORKER_DEFER_AFTER_SECS` defers the job instead of waiting. A job that was
+/// deferred before runs without that limit: its return was booked in the budget.
+pub async fn fairly(
+    ctx: &Ctx,
+    env: &Envelope,
+    job: impl std::future::Future<Output = Result<Outcome, JobError>>,
+) -> Result<Outcome, JobError> {
+    if env.deferrals > 0 {
+        return job.await;
     }
-
-    /// When `connector`'s budget is known to be booked for longer than `max_wait`: the key
-    /// fingerprint and group to book the deferred job's return on. `None`: run the job.
-    pub fn check(&self, connector: &str, max_wait: Duration) -> Option<(String, &'static str)> {
-        let now = Instant::now();
-        let mut busy = self.busy.lock();
-        let b = busy.get(connector)?;
-        if b.until <= now + max_wait {
-            busy.remove(connector);
-            return None;
+    match common::closeio::deferring(ctx.cfg.defer_after, job).await {
+        Err(JobError::Close(CloseError::BudgetBusy { key_fp, group, .. })) => {
+            let after = book_return(ctx, &key_fp, group).await?;
+            Err(JobError::Deferred {
+                after,
+                booked: true,
+            })
         }
-        Some((b.key_fp.clone(), b.group))
-    }
-
-    /// Records that `connector`'s budget (`key_fp`, `group`) is booked for `after` from now
-    /// (a busy answer, or the return of a job just deferred). Never shortens what is known.
-    pub fn busy(&self, connector: &str, key_fp: &str, group: &'static str, after: Duration) {
-        let until = Instant::now() + after;
-        let mut busy = self.busy.lock();
-        match busy.get_mut(connector) {
-            Some(b) if b.until >= until => {}
-            _ => {
-                busy.insert(
-                    connector.to_owned(),
-                    Busy {
-                        key_fp: key_fp.to_owned(),
-                        group,
-                        until,
-                    },
-                );
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_busy_tenant_is_deferred_while_others_run() {
-        let gate = Gate::new();
-        let max_wait = Duration::from_secs(2);
-        assert_eq!(gate.check("a", max_wait), None, "nothing known: run");
-        gate.busy("a", "fp_a", "lead-write", Duration::from_secs(10));
-        assert_eq!(
-            gate.check("a", max_wait),
-            Some(("fp_a".to_owned(), "lead-write"))
-        );
-        // Another tenant is not held.
-        assert_eq!(gate.check("b", max_wait), None);
-        // A shorter answer does not shorten it; a longer one extends it.
-        gate.busy("a", "fp_a", "search", Duration::from_secs(3));
-        tokio::time::advance(Duration::from_millis(7_000)).await;
-        assert!(gate.check("a", max_wait).is_some());
-        gate.busy("a", "fp_a", "search", Duration::from_secs(10));
-        tokio::time::advance(Duration::from_millis(7_000)).await;
-        assert_eq!(
-            gate.check("a", max_wait),
-            Some(("fp_a".to_owned(), "search"))
-        );
-        // Once the budget is within reach again, jobs run (and the entry is forgotten).
-        tokio::time::advance(Duration::from_millis(2_500)).await;
-        assert_eq!(gate.check("a", max_wait), None);
-        assert_eq!(gate.check("a", Duration::ZERO), None, "forgotten");
+        other => other,
     }
 }

@@ -146,8 +146,6 @@ pub struct Ctx {
     pub cfg: WorkerConfig,
     /// Lead lookups shared by concurrent jobs.
     pub lookups: lookups::LeadLookups,
-    /// Which tenants' budgets are busy (outgoing jobs of those are deferred).
-    pub fairness: fairness::Gate,
     /// Jobs in flight in this process (mirrors the `worker_jobs_in_flight` gauge).
     pub in_flight: Arc<std::sync::atomic::AtomicI64>,
 }
@@ -241,7 +239,6 @@ impl Worker {
                 hull,
                 firehose,
                 metadata: common::metadata::MetadataCache::new(),
-                fairness: fairness::Gate::new(),
                 lookups,
                 cfg,
                 in_flight: Arc::new(std::sync::atomic::AtomicI64::new(0)),
@@ -314,8 +311,10 @@ impl Worker {
     async fn run_job(&self, env: &Envelope) -> Result<Outcome, JobError> {
         let (ctx, cid) = (&self.ctx, env.connector_id.as_str());
         match &env.job {
-            Job::OutgoingAccount(m) => self.fairly(env, outgoing::account(ctx, cid, m)).await,
-            Job::OutgoingUser(m) => self.fairly(env, outgoing::user(ctx, cid, m)).await,
+            Job::OutgoingAccount(m) => {
+                fairness::fairly(ctx, env, outgoing::account(ctx, cid, m)).await
+            }
+            Job::OutgoingUser(m) => fairness::fairly(ctx, env, outgoing::user(ctx, cid, m)).await,
             Job::FetchStart { run_id } => incoming::fetch_start(ctx, cid, *run_id).await,
             Job::FetchPage {
                 run_id,
@@ -332,44 +331,6 @@ impl Worker {
                 incoming::close_deleted(ctx, cid, *kind, close_id, at, merged_into.as_deref()).await
             }
         }
-    }
-
-    /// Runs an outgoing job so that a request whose slot in its tenant's Close budget is
-    /// further away than `WORKER_DEFER_AFTER_SECS` defers the job instead of waiting in one of
-    /// this worker's places; while the tenant's budget is known to be booked, its jobs are
-    /// deferred without being tried. A job that was deferred before runs without that limit:
-    /// its return was booked in the budget (see [`fairness`]).
-    async fn fairly(
-        &self,
-        env: &Envelope,
-        job: impl std::future::Future<Output = Result<Outcome, JobError>>,
-    ) -> Result<Outcome, JobError> {
-        if env.deferrals > 0 {
-            return job.await;
-        }
-        let (ctx, cid) = (&self.ctx, env.connector_id.as_str());
-        let max_wait = ctx.cfg.defer_after;
-        let (key_fp, group) = match ctx.fairness.check(cid, max_wait) {
-            Some(busy) => busy,
-            None => match common::closeio::deferring(max_wait, job).await {
-                Err(JobError::Close(CloseError::BudgetBusy {
-                    key_fp,
-                    group,
-                    after,
-                    ..
-                })) => {
-                    ctx.fairness.busy(cid, &key_fp, group, after);
-                    (key_fp, group)
-                }
-                other => return other,
-            },
-        };
-        let after = ctx.close.defer(&key_fp, group).await?;
-        ctx.fairness.busy(cid, &key_fp, group, after);
-        Err(JobError::Deferred {
-            after,
-            booked: true,
-        })
     }
 
     async fn record_failure(&self, env: &Envelope, e: &JobError) -> Result<Disposition, JobError> {

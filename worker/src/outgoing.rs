@@ -353,45 +353,50 @@ async fn new_lead(
     account_key: &str,
 ) -> Result<NewLead, JobError> {
     let mut nested = Vec::new();
+    // When a lookup found no such lead, if that result may serve this create.
+    let mut looked_up = None;
     let gather = ctx.cfg.new_lead_gather;
     let gathered = !gather.is_zero();
     if gathered {
         let cid = t.connector.id.as_str();
-        ctx.store.gather_lead(cid, account_key, gather).await?;
-        match ctx.store.claim_pending_lead(cid, account_key).await? {
+        let g = ctx.store.gather_lead(cid, account_key, gather).await?;
+        if !g.due_in.is_zero() {
+            return Err(JobError::Deferred {
+                after: g.due_in,
+                booked: false,
+            });
+        }
+        match ctx
+            .store
+            .claim_pending_lead(cid, account_key, LOOKUP_FRESH)
+            .await?
+        {
             Claim::NotDue(after) => {
                 return Err(JobError::Deferred {
                     after,
                     booked: false,
                 })
             }
-            Claim::Contacts(contacts) => nested = contacts,
+            Claim::Contacts(contacts, fresh) => (nested, looked_up) = (contacts, fresh),
             Claim::None => {}
         }
     }
-    let (lead, action) = match find_lead(ctx, t, update_body).await? {
-        Some(existing) => {
-            // An existing lead takes no nested contacts: the users' own jobs find or create
-            // their contacts in it.
-            nested.clear();
-            adopt_lead(ctx, t, existing, update_body).await?
+    let written = write_new_lead(ctx, t, account, update_body, &mut nested, &mut looked_up).await;
+    let (lead, action) = match written {
+        // The tenant's budget is busy: this job is deferred with its return booked, and the
+        // gathering stays open until then (its users wait for this job, not try themselves);
+        // a lookup just made serves the create when it comes back.
+        Err(JobError::Close(CloseError::BudgetBusy { key_fp, group, .. })) if gathered => {
+            let after = crate::fairness::book_return(ctx, &key_fp, group).await?;
+            ctx.store
+                .unclaim_pending_lead(&t.connector.id, account_key, after, looked_up)
+                .await?;
+            return Err(JobError::Deferred {
+                after,
+                booked: true,
+            });
         }
-        None => {
-            let mut create_body = mapping::lead_body(&t.settings, account, true);
-            if !nested.is_empty() {
-                let contacts = nested
-                    .iter()
-                    .map(|c| {
-                        let mut body = c.body.clone();
-                        body.remove("lead_id");
-                        Value::Object(body)
-                    })
-                    .collect();
-                create_body.insert("contacts".into(), Value::Array(contacts));
-            }
-            let lead = ctx.close.create_lead(&t.key, &create_body).await?;
-            (lead, Action::Created)
-        }
+        other => other?,
     };
     Ok(NewLead {
         lead,
@@ -399,6 +404,45 @@ async fn new_lead(
         nested,
         gathered,
     })
+}
+
+/// How long a lookup that found no lead may serve the create of a deferred creator.
+const LOOKUP_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Looks the new lead up (unless `looked_up` says a fresh lookup found none) and adopts it, or
+/// creates it with the `nested` contacts (cleared when an existing lead is adopted).
+async fn write_new_lead(
+    ctx: &Ctx,
+    t: &Tenant,
+    account: &Map<String, Value>,
+    update_body: &Map<String, Value>,
+    nested: &mut Vec<PendingContact>,
+    looked_up: &mut Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(Value, Action), JobError> {
+    if looked_up.is_none() {
+        let at = chrono::Utc::now();
+        if let Some(existing) = find_lead(ctx, t, update_body).await? {
+            // An existing lead takes no nested contacts: the users' own jobs find or create
+            // their contacts in it.
+            nested.clear();
+            return adopt_lead(ctx, t, existing, update_body).await;
+        }
+        *looked_up = Some(at);
+    }
+    let mut create_body = mapping::lead_body(&t.settings, account, true);
+    if !nested.is_empty() {
+        let contacts = nested
+            .iter()
+            .map(|c| {
+                let mut body = c.body.clone();
+                body.remove("lead_id");
+                Value::Object(body)
+            })
+            .collect();
+        create_body.insert("contacts".into(), Value::Array(contacts));
+    }
+    let lead = ctx.close.create_lead(&t.key, &create_body).await?;
+    Ok((lead, Action::Created))
 }
 
 /// The lead whose identifier field has this body's value (the oldest when Close holds
@@ -638,7 +682,14 @@ async fn lead_of(
     if !gather.is_zero() {
         let cid = t.connector.id.as_str();
         let g = ctx.store.gather_lead(cid, &account_id, gather).await?;
-        if !g.due_in.is_zero() && !g.claimed {
+        // Wait for the gathering to end, or for the job that will create the lead to come
+        // back; once it is due and nobody is booked to create it, this job does.
+        let wait = if g.due_in.is_zero() {
+            g.creator_back_in.unwrap_or_default()
+        } else {
+            g.due_in
+        };
+        if !wait.is_zero() && !g.claimed {
             let pending = PendingContact {
                 user_id: str_field(user, "id").unwrap_or_default().to_owned(),
                 body: mapping::contact_body(&t.settings, user, PENDING_LEAD_ID),
@@ -650,7 +701,7 @@ async fn lead_of(
                 .await?
             {
                 return Err(JobError::Deferred {
-                    after: g.due_in + GATHER_MARGIN,
+                    after: wait + GATHER_MARGIN,
                     booked: false,
                 });
             }

@@ -155,6 +155,9 @@ impl<'a> Call<'a> {
 
 struct Inner {
     http: reqwest::Client,
+    /// Per (key fingerprint, group): until when this process knows the group to be booked
+    /// (see [`CloseClient::pace`]).
+    booked_until: parking_lot::Mutex<std::collections::HashMap<(String, &'static str), Instant>>,
     base: Url,
     budget: Arc<dyn Budget>,
     learner: Learner,
@@ -236,6 +239,7 @@ impl CloseClient {
         Ok(CloseClient {
             inner: Arc::new(Inner {
                 http,
+                booked_until: Default::default(),
                 base,
                 budget,
                 learner: Learner::default(),
@@ -346,20 +350,35 @@ impl CloseClient {
     /// [`crate::budget::deferring`]) and the slot is further away.
     async fn pace(&self, key_fp: &str, group: &'static str) -> Result<(), CloseError> {
         let inner = &self.inner;
+        let max_wait = super::budget::max_wait();
+        // A caller that will not wait long is refused at once while the group is known to be
+        // booked — by a busy answer, or by jobs deferred before it, which it must not
+        // overtake — and is sent to the group's deferral lane.
+        if max_wait.is_some() {
+            let booked = inner
+                .booked_until
+                .lock()
+                .get(&(key_fp.to_owned(), group))
+                .copied();
+            if let Some(after) = booked.and_then(|u| u.checked_duration_since(Instant::now())) {
+                metrics::counter!("closeio_budget_busy_total", "group" => group).increment(1);
+                return Err(CloseError::BudgetBusy {
+                    key_fp: key_fp.to_owned(),
+                    group,
+                    after,
+                    spacing: Duration::ZERO,
+                });
+            }
+        }
         let slot = inner
             .budget
-            .reserve(
-                key_fp,
-                group,
-                inner.initial_spacing,
-                inner.burst,
-                super::budget::max_wait(),
-            )
+            .reserve(key_fp, group, inner.initial_spacing, inner.burst, max_wait)
             .await
             .map_err(|e| CloseError::Budget(e.to_string()))?;
         let wait = match slot {
             Slot::Reserved(wait) => wait,
             Slot::Busy { after, spacing } => {
+                self.note_booked(key_fp, group, after);
                 metrics::counter!("closeio_budget_busy_total", "group" => group).increment(1);
                 return Err(CloseError::BudgetBusy {
                     key_fp: key_fp.to_owned(),
@@ -381,11 +400,28 @@ impl CloseClient {
     /// [`CloseError::BudgetBusy`]): deferred jobs come back one spacing apart, after the slots
     /// already reserved. Returns how long from now.
     pub async fn defer(&self, key_fp: &str, group: &'static str) -> Result<Duration, CloseError> {
-        self.inner
+        let after = self
+            .inner
             .budget
             .defer(key_fp, group)
             .await
-            .map_err(|e| CloseError::Budget(e.to_string()))
+            .map_err(|e| CloseError::Budget(e.to_string()))?;
+        // New work of the key waits behind the deferred jobs.
+        self.note_booked(key_fp, group, after);
+        Ok(after)
+    }
+
+    /// Remembers that `group` of `key_fp` is booked for `after` from now (a later end wins).
+    fn note_booked(&self, key_fp: &str, group: &'static str, after: Duration) {
+        let until = Instant::now() + after;
+        let mut booked = self.inner.booked_until.lock();
+        let entry = booked.entry((key_fp.to_owned(), group)).or_insert(until);
+        *entry = (*entry).max(until);
+        // Forget what has passed, so the map stays as small as the busy keys.
+        if booked.len() > 64 {
+            let now = Instant::now();
+            booked.retain(|_, u| *u > now);
+        }
     }
 
     /// Learns the group's limit from a response's headers and holds the group after a 429 or

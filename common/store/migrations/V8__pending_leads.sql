@@ -8,6 +8,13 @@ CREATE TABLE pending_leads (
     account_key  TEXT        NOT NULL,
     due_at       TIMESTAMPTZ NOT NULL,
     claimed      BOOLEAN     NOT NULL DEFAULT false,
+    -- When the job that tried to create it and found its tenant's budget busy comes back
+    -- (booked in the budget): users wait for it instead of trying themselves.
+    retry_at     TIMESTAMPTZ,
+    -- When a lookup of the lead in Close last found nothing, kept only by a creator that was
+    -- deferred right after it; the next claim takes it (and clears it), so a lookup result
+    -- serves at most the one create that follows it.
+    looked_up_at TIMESTAMPTZ,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (connector_id, account_key)
 );

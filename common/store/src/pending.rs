@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use domain::jobs::EntityKind;
@@ -19,6 +20,9 @@ pub struct Gathering {
     pub due_in: Duration,
     /// Whether a job has claimed it (its contact list is final).
     pub claimed: bool,
+    /// How long until the job that will create it comes back (its tenant's budget was
+    /// busy), if that is booked and still ahead.
+    pub creator_back_in: Option<Duration>,
 }
 
 /// A user's contact waiting for its lead.
@@ -48,8 +52,9 @@ pub enum Claim {
     None,
     /// Not due yet.
     NotDue(Duration),
-    /// Claimed: the contacts to nest, in the order to send them.
-    Contacts(Vec<PendingContact>),
+    /// Claimed: the contacts to nest, in the order to send them, and when a lookup last
+    /// found no such lead in Close (within `fresh`; see [`Store::unclaim_pending_lead`]).
+    Contacts(Vec<PendingContact>, Option<DateTime<Utc>>),
 }
 
 fn object(v: Value) -> Map<String, Value> {
@@ -77,14 +82,47 @@ impl Store {
                 "INSERT INTO pending_leads (connector_id, account_key, due_at)
                  VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
                  ON CONFLICT (connector_id, account_key) DO UPDATE SET due_at = pending_leads.due_at
-                 RETURNING GREATEST(0, EXTRACT(EPOCH FROM due_at - clock_timestamp()))::float8, claimed",
+                 RETURNING GREATEST(0, EXTRACT(EPOCH FROM due_at - clock_timestamp()))::float8, claimed,
+                           EXTRACT(EPOCH FROM retry_at - clock_timestamp())::float8",
                 &[&connector_id, &account_key, &gather.as_secs_f64()],
             )
             .await?;
         Ok(Gathering {
             due_in: Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)),
             claimed: row.get(1),
+            creator_back_in: row
+                .get::<_, Option<f64>>(2)
+                .filter(|s| *s > 0.0)
+                .map(Duration::from_secs_f64),
         })
+    }
+
+    /// Gives a claim up because the creating job was deferred (its tenant's budget was busy):
+    /// users may join again, and wait until `back_in` when the creator comes back. With
+    /// `looked_up_at`, the lookup the creator made then (it found no lead) serves the create
+    /// of whoever claims next, if still fresh.
+    pub async fn unclaim_pending_lead(
+        &self,
+        connector_id: &str,
+        account_key: &str,
+        back_in: Duration,
+        looked_up_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute_p(
+            "UPDATE pending_leads SET claimed = false,
+                    retry_at = clock_timestamp() + make_interval(secs => $3),
+                    looked_up_at = $4
+             WHERE connector_id = $1 AND account_key = $2",
+            &[
+                &connector_id,
+                &account_key,
+                &back_in.as_secs_f64(),
+                &looked_up_at,
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Adds (or replaces) a user's contact to the account's gathering lead; `false` when there
@@ -132,15 +170,22 @@ impl Store {
         &self,
         connector_id: &str,
         account_key: &str,
+        fresh: Duration,
     ) -> Result<Claim, StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let row = tx
             .query_opt_p(
-                "UPDATE pending_leads SET claimed = (due_at <= clock_timestamp()) OR claimed
-                 WHERE connector_id = $1 AND account_key = $2
-                 RETURNING claimed, GREATEST(0, EXTRACT(EPOCH FROM due_at - clock_timestamp()))::float8",
-                &[&connector_id, &account_key],
+                "UPDATE pending_leads p SET claimed = (p.due_at <= clock_timestamp()) OR p.claimed,
+                        looked_up_at = CASE WHEN p.due_at <= clock_timestamp() OR p.claimed
+                                            THEN NULL ELSE p.looked_up_at END
+                 FROM (SELECT looked_up_at FROM pending_leads
+                       WHERE connector_id = $1 AND account_key = $2 FOR UPDATE) old
+                 WHERE p.connector_id = $1 AND p.account_key = $2
+                 RETURNING p.claimed, GREATEST(0, EXTRACT(EPOCH FROM p.due_at - clock_timestamp()))::float8,
+                           CASE WHEN old.looked_up_at > clock_timestamp() - make_interval(secs => $3)
+                                THEN old.looked_up_at END",
+                &[&connector_id, &account_key, &fresh.as_secs_f64()],
             )
             .await?;
         let claim = match row {
@@ -148,7 +193,7 @@ impl Store {
             Some(r) if !r.get::<_, bool>(0) => {
                 Claim::NotDue(Duration::from_secs_f64(r.get::<_, f64>(1).max(0.0)))
             }
-            Some(_) => Claim::Contacts(
+            Some(r) => Claim::Contacts(
                 tx.query_p(
                     "SELECT user_id, body, claims FROM pending_contacts
                      WHERE connector_id = $1 AND account_key = $2 ORDER BY user_id",
@@ -162,6 +207,7 @@ impl Store {
                     claims: object(r.get(2)),
                 })
                 .collect(),
+                r.get(2),
             ),
         };
         tx.commit().await?;
