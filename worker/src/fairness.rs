@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use common::closeio::CloseError;
+use common::closeio::{CloseError, Deferring};
 use common::jobs::Envelope;
 
 use crate::{Ctx, JobError, Outcome};
@@ -37,22 +37,23 @@ pub async fn book_return(
 }
 
 /// Runs an outgoing job so that a request whose slot in its tenant's Close budget is further
-/// away than `WORKER_DEFER_AFTER_SECS` defers the job instead of waiting. A job that was
-/// deferred before runs without that limit: its return was booked in the budget.
+/// away than `WORKER_DEFER_AFTER_SECS` defers the job instead of waiting. A job that comes back
+/// from a deferral waits for its slot in the group that was booked for it, and only there.
 pub async fn fairly(
     ctx: &Ctx,
     env: &Envelope,
     job: impl std::future::Future<Output = Result<Outcome, JobError>>,
 ) -> Result<Outcome, JobError> {
-    if env.deferrals > 0 {
-        return job.await;
-    }
-    match common::closeio::deferring(ctx.cfg.defer_after, job).await {
+    let limits = Deferring {
+        max_wait: ctx.cfg.defer_after,
+        booked_groups: env.booked_groups.clone(),
+    };
+    match common::closeio::deferring(limits, job).await {
         Err(JobError::Close(CloseError::BudgetBusy { key_fp, group, .. })) => {
             let after = book_return(ctx, &key_fp, group).await?;
             Err(JobError::Deferred {
                 after,
-                booked: true,
+                booked: Some(group),
             })
         }
         other => other,

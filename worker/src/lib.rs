@@ -69,13 +69,13 @@ pub enum JobError {
     /// The job must run again later, without burning an attempt: its tenant's Close budget is
     /// booked further ahead than the job would wait (`booked`: its return was booked in the
     /// budget, see [`fairness`]), or it waits for a new lead's gathering to end.
-    #[error("deferred: {}", if *booked { "the connector's Close budget is busy" } else { "a new lead gathers its contacts" })]
+    #[error("deferred: {}", if booked.is_some() { "the connector's Close budget is busy" } else { "a new lead gathers its contacts" })]
     Deferred {
         /// When to run it again.
         after: Duration,
-        /// Whether its return was booked in the Close budget (it then runs without waiting
-        /// limit).
-        booked: bool,
+        /// The endpoint group whose slot was booked for its return (its requests of that
+        /// group then wait for their slot), if the budget was busy.
+        booked: Option<&'static str>,
     },
     /// Nothing is wrong, but the job must look again later.
     #[error("{reason}")]
@@ -340,7 +340,10 @@ impl Worker {
             let at = Utc::now()
                 + chrono::Duration::from_std(*after).unwrap_or_else(|_| chrono::Duration::hours(1));
             let mut next = env.clone();
-            next.deferrals += u32::from(*booked);
+            next.deferrals += u32::from(booked.is_some());
+            if let Some(group) = booked.filter(|g| !next.booked_groups.iter().any(|b| b == g)) {
+                next.booked_groups.push(group.to_owned());
+            }
             ctx.store.defer(&next, &e.to_string(), at).await?;
             tracing::debug!(job = env.job.name(), after = ?after, "job deferred: its tenant's Close budget is busy");
             return Ok(Disposition::Deferred);

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use common::closeio::{ApiKey, CloseClient, CloseError};
+use common::closeio::{ApiKey, CloseClient, CloseError, EndpointGroup};
 
 /// Values per search at most.
 pub const MAX_VALUES: usize = 100;
@@ -33,7 +33,7 @@ struct Waiter {
 struct Batch {
     key: ApiKey,
     field: String,
-    max_wait: Option<Duration>,
+    limits: Option<common::closeio::Deferring>,
     waiters: Vec<Waiter>,
 }
 
@@ -60,6 +60,8 @@ impl LeadLookups {
         if self.linger.is_zero() {
             return self.close.find_leads(key, field, value).await;
         }
+        // A job that would only be deferred at the search gives way before lingering.
+        self.close.check_booked(key, EndpointGroup::Search)?;
         let (tx, rx) = oneshot::channel();
         let slot = (key.fingerprint(), field.to_owned());
         let waiter = Waiter {
@@ -79,8 +81,8 @@ impl LeadLookups {
                         Batch {
                             key: key.clone(),
                             field: field.to_owned(),
-                            // The search keeps the first job's budget limit (see `fairness`).
-                            max_wait: common::closeio::budget::max_wait(),
+                            // The search keeps the first job's budget limits (see `fairness`).
+                            limits: common::closeio::budget::current(),
                             waiters: vec![waiter],
                         },
                     );
@@ -95,8 +97,8 @@ impl LeadLookups {
                 tokio::time::sleep(me.linger).await;
                 let batch = me.open.lock().remove(&slot);
                 if let Some(batch) = batch {
-                    match batch.max_wait {
-                        Some(d) => common::closeio::deferring(d, me.run(batch)).await,
+                    match batch.limits.clone() {
+                        Some(limits) => common::closeio::deferring(limits, me.run(batch)).await,
                         None => me.run(batch).await,
                     }
                 }

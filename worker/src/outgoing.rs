@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use common::closeio::CloseError;
+use common::closeio::{CloseError, EndpointGroup};
 use common::hull::FirehoseEntry;
 use common::jobs::{EntityKind, OutgoingMessage};
 use common::mapping::{self, account_key, CloseMetadata, SkipReason};
@@ -363,7 +363,7 @@ async fn new_lead(
         if !g.due_in.is_zero() {
             return Err(JobError::Deferred {
                 after: g.due_in,
-                booked: false,
+                booked: None,
             });
         }
         match ctx
@@ -374,7 +374,7 @@ async fn new_lead(
             Claim::NotDue(after) => {
                 return Err(JobError::Deferred {
                     after,
-                    booked: false,
+                    booked: None,
                 })
             }
             Claim::Contacts(contacts, fresh) => (nested, looked_up) = (contacts, fresh),
@@ -393,7 +393,7 @@ async fn new_lead(
                 .await?;
             return Err(JobError::Deferred {
                 after,
-                booked: true,
+                booked: Some(group),
             });
         }
         other => other?,
@@ -420,6 +420,8 @@ async fn write_new_lead(
     looked_up: &mut Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(Value, Action), JobError> {
     if looked_up.is_none() {
+        // A lookup whose create would only be deferred is not made now.
+        ctx.close.check_booked(&t.key, EndpointGroup::LeadWrite)?;
         let at = chrono::Utc::now();
         if let Some(existing) = find_lead(ctx, t, update_body).await? {
             // An existing lead takes no nested contacts: the users' own jobs find or create
@@ -702,7 +704,7 @@ async fn lead_of(
             {
                 return Err(JobError::Deferred {
                     after: wait + GATHER_MARGIN,
-                    booked: false,
+                    booked: None,
                 });
             }
         }

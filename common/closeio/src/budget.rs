@@ -56,22 +56,46 @@ pub enum Slot {
     },
 }
 
+/// How long the current task waits for a slot (see [`deferring`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferring {
+    /// The longest wait for a slot.
+    pub max_wait: Duration,
+    /// The groups whose slots were booked for this task when it was deferred before: its
+    /// requests of those groups wait for their slot, whatever `max_wait` (a job deferred once
+    /// keeps its place and is not sent to the back of a lane again).
+    pub booked_groups: Vec<String>,
+}
+
+impl Deferring {
+    /// The longest wait for a request of `group`: `None` for a booked group.
+    pub fn max_wait_for(&self, group: &str) -> Option<Duration> {
+        (!self.booked_groups.iter().any(|g| g == group)).then_some(self.max_wait)
+    }
+}
+
 tokio::task_local! {
-    /// The longest the current task will wait for a slot (see [`deferring`]).
-    static MAX_WAIT: Duration;
+    /// How long the current task waits for a slot (see [`deferring`]).
+    static DEFERRING: Deferring;
 }
 
-/// Runs `fut` so that a Close request whose slot is more than `max_wait` away is not reserved
-/// and fails at once with [`crate::CloseError::BudgetBusy`] instead of waiting: the caller
-/// (a worker's job) is deferred and frees its place for other tenants' work.
-pub async fn deferring<F: std::future::Future>(max_wait: Duration, fut: F) -> F::Output {
-    MAX_WAIT.scope(max_wait, fut).await
+/// Runs `fut` so that a Close request whose slot is more than `limits.max_wait` away (except
+/// in `limits.booked_groups`) is not reserved and fails at once with
+/// [`crate::CloseError::BudgetBusy`] instead of waiting: the caller (a worker's job) is
+/// deferred and frees its place for other tenants' work.
+pub async fn deferring<F: std::future::Future>(limits: Deferring, fut: F) -> F::Output {
+    DEFERRING.scope(limits, fut).await
 }
 
-/// The longest wait the current task accepts, if it set one with [`deferring`] (so that work
-/// it hands to another task can keep the same limit).
-pub fn max_wait() -> Option<Duration> {
-    MAX_WAIT.try_with(|d| *d).ok()
+/// The current task's limits, if it set some with [`deferring`] (so that work it hands to
+/// another task can keep them).
+pub fn current() -> Option<Deferring> {
+    DEFERRING.try_with(Clone::clone).ok()
+}
+
+/// The longest wait the current task accepts for a request of `group`.
+pub(crate) fn max_wait_for(group: &str) -> Option<Duration> {
+    DEFERRING.try_with(|d| d.max_wait_for(group)).ok().flatten()
 }
 
 /// A budget failed (its store is unreachable); the request was not sent.

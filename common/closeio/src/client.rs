@@ -350,26 +350,8 @@ impl CloseClient {
     /// [`crate::budget::deferring`]) and the slot is further away.
     async fn pace(&self, key_fp: &str, group: &'static str) -> Result<(), CloseError> {
         let inner = &self.inner;
-        let max_wait = super::budget::max_wait();
-        // A caller that will not wait long is refused at once while the group is known to be
-        // booked — by a busy answer, or by jobs deferred before it, which it must not
-        // overtake — and is sent to the group's deferral lane.
-        if max_wait.is_some() {
-            let booked = inner
-                .booked_until
-                .lock()
-                .get(&(key_fp.to_owned(), group))
-                .copied();
-            if let Some(after) = booked.and_then(|u| u.checked_duration_since(Instant::now())) {
-                metrics::counter!("closeio_budget_busy_total", "group" => group).increment(1);
-                return Err(CloseError::BudgetBusy {
-                    key_fp: key_fp.to_owned(),
-                    group,
-                    after,
-                    spacing: Duration::ZERO,
-                });
-            }
-        }
+        let max_wait = super::budget::max_wait_for(group);
+        self.refuse_if_booked(key_fp, group, max_wait)?;
         let slot = inner
             .budget
             .reserve(key_fp, group, inner.initial_spacing, inner.burst, max_wait)
@@ -394,6 +376,50 @@ impl CloseClient {
             tokio::time::sleep(wait).await;
         }
         Ok(())
+    }
+
+    /// Fails with [`CloseError::BudgetBusy`] when the current task will not wait for a slot of
+    /// `group` (see [`crate::budget::deferring`]) and this process knows the group to be booked
+    /// for the key: work that would only wait can give way before it starts.
+    pub fn check_booked(&self, key: &ApiKey, group: EndpointGroup) -> Result<(), CloseError> {
+        let group = group.as_str();
+        self.refuse_if_booked(
+            &key.fingerprint(),
+            group,
+            super::budget::max_wait_for(group),
+        )
+    }
+
+    /// A caller that will not wait long is refused at once while the group is known to be
+    /// booked — by a busy answer, or by jobs deferred before it, which it must not overtake —
+    /// and is sent to the group's deferral lane.
+    fn refuse_if_booked(
+        &self,
+        key_fp: &str,
+        group: &'static str,
+        max_wait: Option<Duration>,
+    ) -> Result<(), CloseError> {
+        if max_wait.is_none() {
+            return Ok(());
+        }
+        let booked = self
+            .inner
+            .booked_until
+            .lock()
+            .get(&(key_fp.to_owned(), group))
+            .copied();
+        match booked.and_then(|u| u.checked_duration_since(Instant::now())) {
+            Some(after) => {
+                metrics::counter!("closeio_budget_busy_total", "group" => group).increment(1);
+                Err(CloseError::BudgetBusy {
+                    key_fp: key_fp.to_owned(),
+                    group,
+                    after,
+                    spacing: Duration::ZERO,
+                })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Books the return of a job deferred because `group` of the key `key_fp` was busy (see

@@ -192,9 +192,13 @@ pub struct Envelope {
     #[serde(default)]
     pub attempt: u32,
     /// How many times it was deferred because its tenant's Close budget was busy (a deferral
-    /// burns no attempt; a deferred job's return is booked in the budget).
+    /// burns no attempt).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub deferrals: u32,
+    /// The Close endpoint groups whose slots were booked for its returns when it was deferred
+    /// (its requests of those groups wait for their slot instead of being deferred again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub booked_groups: Vec<String>,
     /// When it was first created.
     pub created_at: DateTime<Utc>,
     /// The work.
@@ -213,6 +217,7 @@ impl Envelope {
             connector_id: connector_id.into(),
             attempt: 0,
             deferrals: 0,
+            booked_groups: Vec::new(),
             created_at: Utc::now(),
             job,
         }
