@@ -1,0 +1,153 @@
+//! Dashboards and alert rules as code (`deploy/`): every dashboard parses, every panel query
+//! and alert expression names only metrics the binaries export (a renamed metric fails here,
+//! not on an operator's screen), and every alert links to its runbook section.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+/// The metric names the services register with the `metrics` macros.
+fn exported() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut stack: Vec<PathBuf> = ["common", "ingest", "worker", "scheduler"]
+        .iter()
+        .map(|d| root().join(d))
+        .collect();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("source");
+                for mac in ["counter!(", "gauge!(", "histogram!("] {
+                    for (i, _) in text.match_indices(mac) {
+                        let rest = text[i + mac.len()..].trim_start();
+                        if let Some(name) = rest
+                            .strip_prefix('"')
+                            .and_then(|r| r.split('"').next())
+                        {
+                            names.insert(name.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Our metric names in a PromQL expression (RabbitMQ's and Prometheus's own are not ours).
+fn our_metrics(expr: &str) -> Vec<String> {
+    const OURS: [&str; 7] = [
+        "closeio_",
+        "ingest_",
+        "worker_",
+        "scheduler_",
+        "hull_",
+        "outgoing_",
+        "incoming_",
+    ];
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| OURS.iter().any(|p| t.starts_with(p)))
+        .map(|t| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| t.strip_suffix(s))
+                .unwrap_or(t)
+                .to_owned()
+        })
+        .collect()
+}
+
+fn exprs_of_dashboard(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(e)) = m.get("expr") {
+                out.push(e.clone());
+            }
+            m.values().for_each(|x| exprs_of_dashboard(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| exprs_of_dashboard(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_dashboard_and_alert_queries_only_exported_metrics() {
+    let exported = exported();
+    assert!(exported.contains("worker_jobs_total"), "{exported:?}");
+    let mut checked = 0;
+    let dir = root().join("deploy/grafana/dashboards");
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(&dir).expect("dashboards").flatten() {
+        let text = std::fs::read_to_string(entry.path()).expect("dashboard");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
+        assert!(v["title"].is_string(), "{}", entry.path().display());
+        let mut exprs = Vec::new();
+        exprs_of_dashboard(&v, &mut exprs);
+        assert!(!exprs.is_empty(), "{} has no query", entry.path().display());
+        for e in exprs {
+            for m in our_metrics(&e) {
+                assert!(
+                    exported.contains(&m),
+                    "{} queries {m}, which no binary exports",
+                    entry.path().display()
+                );
+                checked += 1;
+            }
+        }
+        dashboards += 1;
+    }
+    assert_eq!(dashboards, 4, "sync overview, Close, queues, ingest");
+
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).expect("alerts"),
+    )
+    .expect("alerts parse");
+    let operations =
+        std::fs::read_to_string(root().join("docs/operations.md")).expect("operations.md");
+    let mut alerts = 0;
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().expect("alert name");
+            let expr = rule["expr"].as_str().expect("expr");
+            for m in our_metrics(expr) {
+                assert!(exported.contains(&m), "alert {name} uses {m}, which no binary exports");
+                checked += 1;
+            }
+            let runbook = rule["annotations"]["runbook"].as_str().expect("runbook");
+            let anchor = runbook.rsplit('#').next().expect("anchor");
+            assert!(
+                operations
+                    .lines()
+                    .filter(|l| l.starts_with('#'))
+                    .any(|l| heading_anchor(l) == anchor),
+                "alert {name}: no runbook section #{anchor} in docs/operations.md"
+            );
+            alerts += 1;
+        }
+    }
+    assert!(alerts >= 7, "{alerts} alert rules");
+    assert!(checked > 50, "{checked} metric uses checked");
+}
+
+/// GitHub's anchor of a Markdown heading.
+fn heading_anchor(line: &str) -> String {
+    line.trim_start_matches('#')
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
