@@ -31,9 +31,7 @@ fn exported() -> BTreeSet<String> {
                 for mac in ["counter!(", "gauge!(", "histogram!("] {
                     for (i, _) in text.match_indices(mac) {
                         let rest = text[i + mac.len()..].trim_start();
-                        if let Some(name) = rest
-                            .strip_prefix('"')
-                            .and_then(|r| r.split('"').next())
+                        if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next())
                         {
                             names.insert(name.to_owned());
                         }
@@ -122,7 +120,10 @@ fn every_dashboard_and_alert_queries_only_exported_metrics() {
             let name = rule["alert"].as_str().expect("alert name");
             let expr = rule["expr"].as_str().expect("expr");
             for m in our_metrics(expr) {
-                assert!(exported.contains(&m), "alert {name} uses {m}, which no binary exports");
+                assert!(
+                    exported.contains(&m),
+                    "alert {name} uses {m}, which no binary exports"
+                );
                 checked += 1;
             }
             let runbook = rule["annotations"]["runbook"].as_str().expect("runbook");

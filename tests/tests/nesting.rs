@@ -276,3 +276,79 @@ async fn concurrent_lookups_share_a_search_and_adopt_what_close_holds() {
     );
     env.cleanup().await;
 }
+
+/// Close refuses a create whose nested contact is invalid (nothing is written): the lead is
+/// created alone, the good users' contacts on their own, and only the bad user fails.
+#[tokio::test]
+async fn a_refused_nested_contact_fails_only_its_own_user() {
+    let users = vec![
+        json!({"email": "ann@acme.com", "name": "ann", "account_domain": "acme.com"}),
+        json!({"email": "broken", "name": "broken", "account_domain": "acme.com"}),
+    ];
+    let env = TestEnv::start(EnvOptions {
+        accounts: accounts(&["acme.com"]),
+        users,
+        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("test env");
+    notify(&env, "account:update", &[account_id(&env)]).await;
+    notify(
+        &env,
+        "user:update",
+        &user_ids(&env, &["ann@acme.com", "broken"]),
+    )
+    .await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    assert_eq!(env.leads_with_url("acme.com").len(), 1, "the lead exists");
+    let contacts = env.close.contacts();
+    assert_eq!(contacts.len(), 1, "ann's contact only: {contacts:?}");
+    assert_eq!(contacts[0]["emails"][0]["email"], json!("ann@acme.com"));
+    let dead = env
+        .store()
+        .expect("store")
+        .dead_letters(None, None, None, true, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1, "the bad user alone: {dead:?}");
+    assert_eq!(dead[0].job_name, "outgoing_user");
+    env.cleanup().await;
+}
+
+/// A user that has a contact already and moves to a new account is not nested in the new lead
+/// (that would leave it two contacts in Close).
+#[tokio::test]
+async fn a_user_moving_to_a_new_account_keeps_its_one_contact() {
+    let env = env(CloseConfig::default()).await;
+    notify(&env, "account:update", &[account_id(&env)]).await;
+    notify(&env, "user:update", &user_ids(&env, &USERS[..1])).await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    let before = env.close.contacts();
+    assert_eq!(before.len(), 1);
+    // The user moves to a new account.
+    let new_account = env.hull.upsert_account(
+        json!({"domain": "newco.com", "name": "NewCo", "segment_ids": [SYNC_SEGMENT]}),
+    );
+    env.hull
+        .upsert_user(json!({"email": USERS[0], "account_domain": "newco.com"}));
+    notify(&env, "account:update", &[new_account]).await;
+    notify(&env, "user:update", &user_ids(&env, &USERS[..1])).await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    let contacts = env.close.contacts();
+    assert_eq!(contacts.len(), 1, "still one contact: {contacts:?}");
+    assert_eq!(contacts[0]["id"], before[0]["id"], "the same contact");
+    assert_eq!(
+        env.leads_with_url("newco.com").len(),
+        1,
+        "one new lead: {:?}",
+        env.close.leads()
+    );
+    env.cleanup().await;
+}

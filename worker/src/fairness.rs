@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::closeio::{CloseError, Deferring};
 use common::jobs::Envelope;
+use common::metadata::MetadataError;
 
 use crate::{Ctx, JobError, Outcome};
 
@@ -49,13 +50,28 @@ pub async fn fairly(
         booked_groups: env.booked_groups.clone(),
     };
     match common::closeio::deferring(limits, job).await {
-        Err(JobError::Close(CloseError::BudgetBusy { key_fp, group, .. })) => {
-            let after = book_return(ctx, &key_fp, group).await?;
-            Err(JobError::Deferred {
-                after,
-                booked: Some(group),
-            })
-        }
-        other => other,
+        Err(e) => match busy(&e) {
+            Some((key_fp, group)) => {
+                let after = book_return(ctx, &key_fp, group).await?;
+                Err(JobError::Deferred {
+                    after,
+                    booked: Some(group),
+                })
+            }
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+/// The key and group of a budget found busy, whether by a Close call of the job itself or by
+/// the metadata refresh it needed.
+fn busy(e: &JobError) -> Option<(String, &'static str)> {
+    match e {
+        JobError::Close(CloseError::BudgetBusy { key_fp, group, .. })
+        | JobError::Metadata(MetadataError::Close(CloseError::BudgetBusy {
+            key_fp, group, ..
+        })) => Some((key_fp.clone(), group)),
+        _ => None,
     }
 }

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use common::closeio::{CloseError, EndpointGroup};
+use common::closeio::CloseError;
 use common::hull::FirehoseEntry;
 use common::jobs::{EntityKind, OutgoingMessage};
 use common::mapping::{self, account_key, CloseMetadata, SkipReason};
@@ -353,16 +353,21 @@ async fn new_lead(
     account_key: &str,
 ) -> Result<NewLead, JobError> {
     let mut nested = Vec::new();
-    // When a lookup found no such lead, if that result may serve this create.
-    let mut looked_up = None;
+    // The identifier value a fresh lookup found no lead for, and when (it may serve this
+    // create if the value is the same).
+    let mut looked_up: Option<(chrono::DateTime<chrono::Utc>, Value)> = None;
     let gather = ctx.cfg.new_lead_gather;
     let gathered = !gather.is_zero();
     if gathered {
         let cid = t.connector.id.as_str();
-        let g = ctx.store.gather_lead(cid, account_key, gather).await?;
-        if !g.due_in.is_zero() {
+        let due_in = ctx
+            .store
+            .gather_lead(cid, account_key, gather)
+            .await?
+            .map_or(std::time::Duration::ZERO, |g| g.due_in);
+        if !due_in.is_zero() {
             return Err(JobError::Deferred {
-                after: g.due_in,
+                after: due_in,
                 booked: None,
             });
         }
@@ -377,7 +382,12 @@ async fn new_lead(
                     booked: None,
                 })
             }
-            Claim::Contacts(contacts, fresh) => (nested, looked_up) = (contacts, fresh),
+            Claim::Contacts(contacts, fresh) => {
+                nested = contacts;
+                // At most MAX_NESTED contacts in one create; the others sync on their own.
+                nested.truncate(MAX_NESTED);
+                looked_up = fresh;
+            }
             Claim::None => {}
         }
     }
@@ -389,7 +399,7 @@ async fn new_lead(
         Err(JobError::Close(CloseError::BudgetBusy { key_fp, group, .. })) if gathered => {
             let after = crate::fairness::book_return(ctx, &key_fp, group).await?;
             ctx.store
-                .unclaim_pending_lead(&t.connector.id, account_key, after, looked_up)
+                .unclaim_pending_lead(&t.connector.id, account_key, after, looked_up.as_ref())
                 .await?;
             return Err(JobError::Deferred {
                 after,
@@ -406,22 +416,29 @@ async fn new_lead(
     })
 }
 
+/// Contacts nested in one lead create at most.
+const MAX_NESTED: usize = 50;
+
 /// How long a lookup that found no lead may serve the create of a deferred creator.
 const LOOKUP_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Looks the new lead up (unless `looked_up` says a fresh lookup found none) and adopts it, or
-/// creates it with the `nested` contacts (cleared when an existing lead is adopted).
+/// Looks the new lead up (unless `looked_up` says a fresh lookup found none for the same
+/// identifier value) and adopts it, or creates it with the `nested` contacts (cleared when an
+/// existing lead is adopted, or when Close refuses the create with them).
 async fn write_new_lead(
     ctx: &Ctx,
     t: &Tenant,
     account: &Map<String, Value>,
     update_body: &Map<String, Value>,
     nested: &mut Vec<PendingContact>,
-    looked_up: &mut Option<chrono::DateTime<chrono::Utc>>,
+    looked_up: &mut Option<(chrono::DateTime<chrono::Utc>, Value)>,
 ) -> Result<(Value, Action), JobError> {
-    if looked_up.is_none() {
-        // A lookup whose create would only be deferred is not made now.
-        ctx.close.check_booked(&t.key, EndpointGroup::LeadWrite)?;
+    let value = identifier_value(t, update_body);
+    let fresh = matches!((&*looked_up, &value), (Some((_, v)), Some(now)) if v == now);
+    if !fresh {
+        *looked_up = None;
+        // Made even when the create is then deferred: lookups made together share searches,
+        // and the result serves the create when the job comes back (see `LOOKUP_FRESH`).
         let at = chrono::Utc::now();
         if let Some(existing) = find_lead(ctx, t, update_body).await? {
             // An existing lead takes no nested contacts: the users' own jobs find or create
@@ -429,22 +446,49 @@ async fn write_new_lead(
             nested.clear();
             return adopt_lead(ctx, t, existing, update_body).await;
         }
-        *looked_up = Some(at);
+        // Only a search that was made can serve a later create.
+        *looked_up = value.map(|v| (at, v));
     }
-    let mut create_body = mapping::lead_body(&t.settings, account, true);
-    if !nested.is_empty() {
-        let contacts = nested
-            .iter()
-            .map(|c| {
-                let mut body = c.body.clone();
-                body.remove("lead_id");
-                Value::Object(body)
-            })
-            .collect();
-        create_body.insert("contacts".into(), Value::Array(contacts));
+    let create_body = mapping::lead_body(&t.settings, account, true);
+    if nested.is_empty() {
+        let lead = ctx.close.create_lead(&t.key, &create_body).await?;
+        return Ok((lead, Action::Created));
     }
-    let lead = ctx.close.create_lead(&t.key, &create_body).await?;
-    Ok((lead, Action::Created))
+    let mut with_contacts = create_body.clone();
+    let contacts = nested
+        .iter()
+        .map(|c| {
+            let mut body = c.body.clone();
+            body.remove("lead_id");
+            Value::Object(body)
+        })
+        .collect();
+    with_contacts.insert("contacts".into(), Value::Array(contacts));
+    match ctx.close.create_lead(&t.key, &with_contacts).await {
+        Ok(lead) => Ok((lead, Action::Created)),
+        // Close refused the whole create (nothing was written) because of a contact: the
+        // lead alone, and every user's contact is then written by its own job.
+        Err(CloseError::BadRequest { .. }) => {
+            tracing::warn!(
+                contacts = nested.len(),
+                "Close refused the new lead with its contacts nested; creating it alone"
+            );
+            nested.clear();
+            let lead = ctx.close.create_lead(&t.key, &create_body).await?;
+            Ok((lead, Action::Created))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The value of the lead's identifier field in `body`, if any.
+fn identifier_value(t: &Tenant, body: &Map<String, Value>) -> Option<Value> {
+    let field = t
+        .settings
+        .lead_identifier_service
+        .as_deref()
+        .unwrap_or("url");
+    body.get(field).filter(|v| !v.is_null()).cloned()
 }
 
 /// The lead whose identifier field has this body's value (the oldest when Close holds
@@ -514,14 +558,31 @@ fn nested_contacts(
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    for (pending, contact) in sent.iter().zip(answered) {
-        let Some(contact_id) = contact.get("id").and_then(Value::as_str) else {
+    let first_email = |v: &Value| {
+        v.get("emails")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(|e| e.get("email"))
+            .and_then(Value::as_str)
+            .map(str::to_lowercase)
+    };
+    for (i, pending) in sent.iter().enumerate() {
+        let sent_body = Value::Object(pending.body.clone());
+        // By email when it has one, else by its place in the answer and its name.
+        let contact = match first_email(&sent_body) {
+            Some(email) => answered
+                .iter()
+                .find(|c| first_email(c).as_deref() == Some(email.as_str())),
+            None => answered
+                .get(i)
+                .filter(|c| c.get("name") == pending.body.get("name")),
+        };
+        let Some((contact, contact_id)) =
+            contact.and_then(|c| c.get("id").and_then(Value::as_str).map(|id| (c, id)))
+        else {
+            tracing::warn!(user_id = %pending.user_id, lead_id, "a nested contact is not in Close's answer as sent; its user's job will look it up");
             continue;
         };
-        if contact.get("name") != pending.body.get("name") {
-            tracing::warn!(user_id = %pending.user_id, lead_id, "a nested contact does not match what was sent; its user's job will look it up");
-            continue;
-        }
         let mut body = pending.body.clone();
         body.insert("lead_id".into(), Value::String(lead_id.to_owned()));
         let mut response = contact.clone();
@@ -679,11 +740,28 @@ async fn lead_of(
             "the user's account has no id, external_id, domain or closeio/id".into(),
         ));
     };
-    // A new lead gathering its contacts: this user's joins them (and waits for the lead).
+    // A new lead gathering its contacts: this user's joins them (and waits for the lead) —
+    // unless the user has a contact already (under another lead: it is moved, not created).
     let gather = ctx.cfg.new_lead_gather;
-    if !gather.is_zero() {
+    if !gather.is_zero() && !has_contact(ctx, t, user).await? {
         let cid = t.connector.id.as_str();
-        let g = ctx.store.gather_lead(cid, &account_id, gather).await?;
+        let Some(g) = ctx.store.gather_lead(cid, &account_id, gather).await? else {
+            // The lead was recorded a moment ago.
+            let client = ctx
+                .store
+                .pool()
+                .get()
+                .await
+                .map_err(common::store::StoreError::from)?;
+            let state = store::load_state(&client, cid, EntityKind::Account, &account_id).await?;
+            if let Some(id) = state.close_id {
+                return Ok(id);
+            }
+            return Err(JobError::Later {
+                reason: "the account's lead is being recorded".into(),
+                after: std::time::Duration::from_secs(1),
+            });
+        };
         // Wait for the gathering to end, or for the job that will create the lead to come
         // back; once it is due and nobody is booked to create it, this job does.
         let wait = if g.due_in.is_zero() {
@@ -712,6 +790,25 @@ async fn lead_of(
     tracing::info!(account_id = %account_id, "the user's account has no lead yet: creating it first");
     let (_, lead_id) = sync(ctx, t, meta, Target::Lead { account }).await?;
     Ok(lead_id)
+}
+
+/// Whether the user has a contact in Close already (in its sync state or its
+/// `closeio/id` attribute).
+async fn has_contact(ctx: &Ctx, t: &Tenant, user: &Map<String, Value>) -> Result<bool, JobError> {
+    if str_field(user, "traits_closeio/id").is_some() {
+        return Ok(true);
+    }
+    let Some(user_id) = str_field(user, "id") else {
+        return Ok(false);
+    };
+    let client = ctx
+        .store
+        .pool()
+        .get()
+        .await
+        .map_err(common::store::StoreError::from)?;
+    let state = store::load_state(&client, &t.connector.id, EntityKind::User, user_id).await?;
+    Ok(state.close_id.is_some())
 }
 
 /// No known contact: look for it by email (or, without email, by name) within its lead.

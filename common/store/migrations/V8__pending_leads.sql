@@ -15,6 +15,8 @@ CREATE TABLE pending_leads (
     -- deferred right after it; the next claim takes it (and clears it), so a lookup result
     -- serves at most the one create that follows it.
     looked_up_at TIMESTAMPTZ,
+    -- The identifier value that lookup searched for: the result serves only the same value.
+    looked_up_value JSONB,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (connector_id, account_key)
 );

@@ -11,7 +11,7 @@ use domain::jobs::EntityKind;
 
 use crate::lease::EntityLease;
 use crate::prepared::Prepared;
-use crate::{save_success, Store, StoreError, SyncState};
+use crate::{Store, StoreError, SyncState};
 
 /// Where a gathering lead stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +52,9 @@ pub enum Claim {
     None,
     /// Not due yet.
     NotDue(Duration),
-    /// Claimed: the contacts to nest, in the order to send them, and when a lookup last
-    /// found no such lead in Close (within `fresh`; see [`Store::unclaim_pending_lead`]).
-    Contacts(Vec<PendingContact>, Option<DateTime<Utc>>),
+    /// Claimed: the contacts to nest, in the order to send them, and the identifier value a
+    /// lookup found no lead for (within `fresh`; see [`Store::unclaim_pending_lead`]).
+    Contacts(Vec<PendingContact>, Option<(DateTime<Utc>, Value)>),
 }
 
 fn object(v: Value) -> Map<String, Value> {
@@ -66,59 +66,65 @@ fn object(v: Value) -> Map<String, Value> {
 
 impl Store {
     /// Starts gathering for the account's new lead (due in `gather`), or reads where the
-    /// existing gathering stands.
+    /// existing gathering stands; `None` when the account has a lead already (recorded in its
+    /// sync state), so a job that read the state a moment too early starts nothing.
     pub async fn gather_lead(
         &self,
         connector_id: &str,
         account_key: &str,
         gather: Duration,
-    ) -> Result<Gathering, StoreError> {
+    ) -> Result<Option<Gathering>, StoreError> {
         let c = self.pool.get().await?;
         let row = c
-            .query_one_p(
+            .query_opt_p(
                 // The no-op update returns the row another job inserted first (a plain
                 // DO NOTHING would return nothing, and the row may be newer than this
                 // statement's snapshot).
                 "INSERT INTO pending_leads (connector_id, account_key, due_at)
-                 VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+                 SELECT $1, $2, clock_timestamp() + make_interval(secs => $3)
+                 WHERE NOT EXISTS (SELECT 1 FROM sync_state
+                                   WHERE connector_id = $1 AND kind = 'account' AND hull_id = $2
+                                     AND close_id IS NOT NULL)
                  ON CONFLICT (connector_id, account_key) DO UPDATE SET due_at = pending_leads.due_at
                  RETURNING GREATEST(0, EXTRACT(EPOCH FROM due_at - clock_timestamp()))::float8, claimed,
                            EXTRACT(EPOCH FROM retry_at - clock_timestamp())::float8",
                 &[&connector_id, &account_key, &gather.as_secs_f64()],
             )
             .await?;
-        Ok(Gathering {
+        Ok(row.map(|row| Gathering {
             due_in: Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)),
             claimed: row.get(1),
             creator_back_in: row
                 .get::<_, Option<f64>>(2)
                 .filter(|s| *s > 0.0)
                 .map(Duration::from_secs_f64),
-        })
+        }))
     }
 
     /// Gives a claim up because the creating job was deferred (its tenant's budget was busy):
     /// users may join again, and wait until `back_in` when the creator comes back. With
-    /// `looked_up_at`, the lookup the creator made then (it found no lead) serves the create
-    /// of whoever claims next, if still fresh.
+    /// `looked_up` (when, and the identifier value searched), the lookup the creator made then
+    /// (it found no lead) serves the create of whoever claims next for the same value, if
+    /// still fresh.
     pub async fn unclaim_pending_lead(
         &self,
         connector_id: &str,
         account_key: &str,
         back_in: Duration,
-        looked_up_at: Option<DateTime<Utc>>,
+        looked_up: Option<&(DateTime<Utc>, Value)>,
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
         c.execute_p(
             "UPDATE pending_leads SET claimed = false,
                     retry_at = clock_timestamp() + make_interval(secs => $3),
-                    looked_up_at = $4
+                    looked_up_at = $4, looked_up_value = $5
              WHERE connector_id = $1 AND account_key = $2",
             &[
                 &connector_id,
                 &account_key,
                 &back_in.as_secs_f64(),
-                &looked_up_at,
+                &looked_up.map(|(at, _)| *at),
+                &looked_up.map(|(_, v)| v),
             ],
         )
         .await?;
@@ -178,13 +184,16 @@ impl Store {
             .query_opt_p(
                 "UPDATE pending_leads p SET claimed = (p.due_at <= clock_timestamp()) OR p.claimed,
                         looked_up_at = CASE WHEN p.due_at <= clock_timestamp() OR p.claimed
-                                            THEN NULL ELSE p.looked_up_at END
-                 FROM (SELECT looked_up_at FROM pending_leads
+                                            THEN NULL ELSE p.looked_up_at END,
+                        looked_up_value = CASE WHEN p.due_at <= clock_timestamp() OR p.claimed
+                                               THEN NULL ELSE p.looked_up_value END
+                 FROM (SELECT looked_up_at, looked_up_value FROM pending_leads
                        WHERE connector_id = $1 AND account_key = $2 FOR UPDATE) old
                  WHERE p.connector_id = $1 AND p.account_key = $2
                  RETURNING p.claimed, GREATEST(0, EXTRACT(EPOCH FROM p.due_at - clock_timestamp()))::float8,
                            CASE WHEN old.looked_up_at > clock_timestamp() - make_interval(secs => $3)
-                                THEN old.looked_up_at END",
+                                THEN old.looked_up_at END,
+                           old.looked_up_value",
                 &[&connector_id, &account_key, &fresh.as_secs_f64()],
             )
             .await?;
@@ -207,7 +216,8 @@ impl Store {
                     claims: object(r.get(2)),
                 })
                 .collect(),
-                r.get(2),
+                r.get::<_, Option<DateTime<Utc>>>(2)
+                    .zip(r.get::<_, Option<Value>>(3)),
             ),
         };
         tx.commit().await?;
@@ -227,12 +237,23 @@ impl Store {
         let tx = c.transaction().await?;
         crate::lease::commit_in(&tx, lease, state).await?;
         for n in nested {
-            save_success(
-                &tx,
-                &lease.connector_id,
-                EntityKind::User,
-                &n.user_id,
-                &n.state,
+            // Never over a contact the user already has (it moved meanwhile, say): that state
+            // is newer than this gathering.
+            tx.execute_p(
+                "INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures)
+                 VALUES ($1, $2, $3, $4, $5, $6, now(), 0)
+                 ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id,
+                   lead_id = EXCLUDED.lead_id, body_hash = EXCLUDED.body_hash, last_success_at = now(),
+                   failures = 0, last_error = NULL, next_retry_at = NULL, updated_at = now()
+                 WHERE sync_state.close_id IS NULL",
+                &[
+                    &lease.connector_id,
+                    &EntityKind::User.as_str(),
+                    &n.user_id,
+                    &n.state.close_id,
+                    &n.state.lead_id,
+                    &n.state.body_hash,
+                ],
             )
             .await?;
         }
