@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use common::closeio::CloseError;
+use common::closeio::{CloseError, EndpointGroup};
 use common::hull::FirehoseEntry;
 use common::jobs::{EntityKind, OutgoingMessage};
 use common::mapping::{self, account_key, CloseMetadata, SkipReason};
@@ -185,15 +185,7 @@ async fn sync(
     let hash = mapping::body_hash(&body);
 
     let lease = crate::lease::hold(ctx, cid, kind, hull_id).await?;
-    let state = {
-        let client = ctx
-            .store
-            .pool()
-            .get()
-            .await
-            .map_err(common::store::StoreError::from)?;
-        store::load_state(&client, cid, kind, hull_id).await?
-    };
+    let state = state_of(ctx, cid, kind, hull_id).await?;
     if let (Some(id), Some(h)) = (&state.close_id, &state.body_hash) {
         // A contact that moved to another lead is written again even with the same body.
         if *h == hash && state.lead_id.as_deref() == target.lead_id() {
@@ -437,8 +429,9 @@ async fn write_new_lead(
     let fresh = matches!((&*looked_up, &value), (Some((_, v)), Some(now)) if v == now);
     if !fresh {
         *looked_up = None;
-        // Made even when the create is then deferred: lookups made together share searches,
-        // and the result serves the create when the job comes back (see `LOOKUP_FRESH`).
+        // A lookup whose create would only be deferred is not made now: the tenant's jobs
+        // give way at once (see `fairness`).
+        ctx.close.check_booked(&t.key, EndpointGroup::LeadWrite)?;
         let at = chrono::Utc::now();
         if let Some(existing) = find_lead(ctx, t, update_body).await? {
             // An existing lead takes no nested contacts: the users' own jobs find or create
@@ -720,14 +713,7 @@ async fn lead_of(
 ) -> Result<String, JobError> {
     let key = account_key(account);
     if let Some(key) = &key {
-        let client = ctx
-            .store
-            .pool()
-            .get()
-            .await
-            .map_err(common::store::StoreError::from)?;
-        let state = store::load_state(&client, &t.connector.id, EntityKind::Account, key).await?;
-        drop(client);
+        let state = state_of(ctx, &t.connector.id, EntityKind::Account, key).await?;
         if let Some(id) = state.close_id {
             return Ok(id);
         }
@@ -747,13 +733,7 @@ async fn lead_of(
         let cid = t.connector.id.as_str();
         let Some(g) = ctx.store.gather_lead(cid, &account_id, gather).await? else {
             // The lead was recorded a moment ago.
-            let client = ctx
-                .store
-                .pool()
-                .get()
-                .await
-                .map_err(common::store::StoreError::from)?;
-            let state = store::load_state(&client, cid, EntityKind::Account, &account_id).await?;
+            let state = state_of(ctx, cid, EntityKind::Account, &account_id).await?;
             if let Some(id) = state.close_id {
                 return Ok(id);
             }
@@ -801,14 +781,24 @@ async fn has_contact(ctx: &Ctx, t: &Tenant, user: &Map<String, Value>) -> Result
     let Some(user_id) = str_field(user, "id") else {
         return Ok(false);
     };
+    let state = state_of(ctx, &t.connector.id, EntityKind::User, user_id).await?;
+    Ok(state.close_id.is_some())
+}
+
+/// The sync state of an entity (one statement; the connection goes back to the pool at once).
+async fn state_of(
+    ctx: &Ctx,
+    connector_id: &str,
+    kind: EntityKind,
+    hull_id: &str,
+) -> Result<SyncState, JobError> {
     let client = ctx
         .store
         .pool()
         .get()
         .await
         .map_err(common::store::StoreError::from)?;
-    let state = store::load_state(&client, &t.connector.id, EntityKind::User, user_id).await?;
-    Ok(state.close_id.is_some())
+    Ok(store::load_state(&client, connector_id, kind, hull_id).await?)
 }
 
 /// No known contact: look for it by email (or, without email, by name) within its lead.
