@@ -41,7 +41,7 @@ pub struct SchedulerConfig {
     pub metadata_interval: Duration,
     /// Milliseconds between checks for due retries (between passes too): deferred jobs come
     /// back this close to the time booked for them
-    #[arg(env = "RETRY_POLL_MS", default_value = "250", value_parser = config::millis)]
+    #[arg(env = "RETRY_POLL_MS", default_value = "250", value_parser = config::positive_millis)]
     pub retry_poll: Duration,
     /// Due retries republished per pass at most
     #[arg(env = "RETRY_BATCH", default_value = "500", value_parser = config::positive::<i64>)]
@@ -311,5 +311,24 @@ impl Scheduler {
                 _ = shutdown.cancelled() => return Ok(None),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A zero poll interval would make the scheduler spin: it is refused, naming the variable.
+    #[test]
+    fn a_zero_retry_poll_is_refused_naming_the_variable() {
+        let vars: HashMap<String, String> = [("LOCAL_MODE", "true"), ("RETRY_POLL_MS", "0")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let err = SchedulerConfig::from_source(&vars)
+            .expect_err("0 is refused")
+            .to_string();
+        assert!(err.contains("RETRY_POLL_MS"), "{err}");
     }
 }

@@ -317,6 +317,11 @@ pub fn millis(s: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A duration in whole milliseconds, at least one (an interval a loop sleeps for).
+pub fn positive_millis(s: &str) -> Result<Duration, String> {
+    positive::<u64>(s).map(Duration::from_millis)
+}
+
 /// A boolean: `true/false`, `1/0`, `yes/no`, `on/off` (any case).
 pub fn boolean() -> BoolishValueParser {
     BoolishValueParser::new()
@@ -571,6 +576,14 @@ mod tests {
         m.entry("LOCAL_MODE".into())
             .or_insert_with(|| "true".into());
         m
+    }
+
+    #[test]
+    fn positive_millis_refuses_zero_and_garbage() {
+        assert_eq!(positive_millis("250"), Ok(Duration::from_millis(250)));
+        for bad in ["0", "-5", "x", ""] {
+            assert!(positive_millis(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
