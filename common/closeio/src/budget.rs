@@ -68,9 +68,13 @@ pub struct Deferring {
 }
 
 impl Deferring {
-    /// The longest wait for a request of `group`: `None` for a booked group.
+    /// The longest wait for a request of `group`: `None` for a booked group, and for the
+    /// metadata reads (statuses, custom fields), which every job of the tenant needs and each
+    /// process makes once per connector: a job waits for them rather than being deferred
+    /// before it could take its place in a new lead's gathering.
     pub fn max_wait_for(&self, group: &str) -> Option<Duration> {
-        (!self.booked_groups.iter().any(|g| g == group)).then_some(self.max_wait)
+        (group != "meta" && !self.booked_groups.iter().any(|g| g == group))
+            .then_some(self.max_wait)
     }
 }
 
@@ -521,6 +525,17 @@ mod tests {
                 .unwrap(),
             Slot::Reserved(_)
         ));
+    }
+
+    #[test]
+    fn metadata_reads_and_booked_groups_are_waited_for() {
+        let limits = Deferring {
+            max_wait: Duration::from_millis(500),
+            booked_groups: vec!["lead-write".into()],
+        };
+        assert_eq!(limits.max_wait_for("search"), Some(Duration::from_millis(500)));
+        assert_eq!(limits.max_wait_for("lead-write"), None);
+        assert_eq!(limits.max_wait_for("meta"), None);
     }
 
     /// Property: callers that will not wait never move the slots of those that do, and get
