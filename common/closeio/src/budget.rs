@@ -73,8 +73,7 @@ impl Deferring {
     /// process makes once per connector: a job waits for them rather than being deferred
     /// before it could take its place in a new lead's gathering.
     pub fn max_wait_for(&self, group: &str) -> Option<Duration> {
-        (group != "meta" && !self.booked_groups.iter().any(|g| g == group))
-            .then_some(self.max_wait)
+        (group != "meta" && !self.booked_groups.iter().any(|g| g == group)).then_some(self.max_wait)
     }
 }
 
@@ -533,7 +532,10 @@ mod tests {
             max_wait: Duration::from_millis(500),
             booked_groups: vec!["lead-write".into()],
         };
-        assert_eq!(limits.max_wait_for("search"), Some(Duration::from_millis(500)));
+        assert_eq!(
+            limits.max_wait_for("search"),
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(limits.max_wait_for("lead-write"), None);
         assert_eq!(limits.max_wait_for("meta"), None);
     }
