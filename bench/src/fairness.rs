@@ -63,6 +63,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Sends `account:update` notifications for `ids` from `connector`, failing if Hull could not
+/// deliver them.
+async fn notify(env: &TestEnv, connector: &str, ids: &[String]) -> anyhow::Result<()> {
+    let r = env.hull.notify(connector, "account:update", ids).await?;
+    if r.failed {
+        bail!("{connector}'s notification failed: {:?}", r.statuses);
+    }
+    Ok(())
+}
+
 /// Runs the scenario and prints the table.
 pub async fn run(args: FairnessArgs) -> anyhow::Result<()> {
     if args.workers == 0 || args.concurrency == 0 || args.repeats == 0 {
@@ -139,13 +149,7 @@ async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> 
     };
     // B's account is synced first (its lead exists before A's backlog arrives).
     let b_id = id_of("b.example.com")?;
-    let r = env
-        .hull
-        .notify(B_ID, "account:update", std::slice::from_ref(&b_id))
-        .await?;
-    if r.failed {
-        bail!("B's notification failed: {:?}", r.statuses);
-    }
+    notify(env, B_ID, std::slice::from_ref(&b_id)).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while env.close.leads().is_empty() {
         if Instant::now() > deadline {
@@ -158,13 +162,7 @@ async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> 
         .collect::<anyhow::Result<Vec<_>>>()?;
     eprintln!("tenant A queues {} new accounts…", a_ids.len());
     let queued = Instant::now();
-    let r = env
-        .hull
-        .notify(CONNECTOR_ID, "account:update", &a_ids)
-        .await?;
-    if r.failed {
-        bail!("A's notifications failed: {:?}", r.statuses);
-    }
+    notify(env, CONNECTOR_ID, &a_ids).await?;
     let queued_secs = queued.elapsed().as_secs_f64();
     let started_us = now_us();
     let mut latencies = Vec::new();
@@ -174,13 +172,7 @@ async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> 
         env.hull
             .upsert_account(json!({"domain": "b.example.com", "name": name}));
         let sent = now_us();
-        let r = env
-            .hull
-            .notify(B_ID, "account:update", std::slice::from_ref(&b_id))
-            .await?;
-        if r.failed {
-            bail!("B's notification failed: {:?}", r.statuses);
-        }
+        notify(env, B_ID, std::slice::from_ref(&b_id)).await?;
         let deadline = Instant::now() + Duration::from_secs(300);
         let arrived = loop {
             let hit = env.close.requests().into_iter().find(|q| {
