@@ -5,15 +5,13 @@
 //! The crates it stands on are re-exported under their own names so that one import path
 //! serves the binaries: [`domain`] (mapping, jobs, changes, errors, configuration, secrets,
 //! allow-lists), [`closeio`] (the Close client), [`hull`] (the Hull client and notification
-//! verification), [`store`] (Postgres), [`queue`] (RabbitMQ) and [`ops`] (the operator
-//! surface).
+//! verification), [`store`] (Postgres) and [`queue`] (RabbitMQ). The operator surface is a crate
+//! of its own (`closeio-sync-admin`).
 
 pub use closeio;
 pub use domain;
 pub use domain::{allowlist, changes, config, crypto, error, jobs, mapping};
 pub use hull;
-pub use ops;
-pub use ops as admin;
 pub use queue;
 pub use store;
 

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use uuid::Uuid;
 
-use common::admin::{Admin, DlqFilter, ReplayTarget};
+use admin::{Admin, DlqFilter, ReplayTarget};
 use common::config::{CommonConfig, Env};
 use common::crypto::SecretBox;
 use common::queue::Queue;
@@ -73,6 +73,9 @@ enum DlqCmd {
         /// Only those whose last error contains this text.
         #[arg(long)]
         error: Option<String>,
+        /// Only this error class (close_bad_request, close_server_error, …; see `dlq classes`).
+        #[arg(long)]
+        class: Option<String>,
         /// Include dead letters that were replayed already.
         #[arg(long)]
         all: bool,
@@ -82,6 +85,12 @@ enum DlqCmd {
     },
     /// Show one dead letter: payload, attempts and every error.
     Show { id: Uuid },
+    /// Count dead letters per error class (last hour, day, week, all).
+    Classes {
+        /// Only this connector (Hull connector id).
+        #[arg(long)]
+        connector: Option<String>,
+    },
     /// Publish dead letters again (attempt counter reset).
     Replay {
         /// The dead letter to replay.
@@ -118,6 +127,8 @@ enum RetriesCmd {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Make a scheduled or parked retry due now.
+    Now { id: Uuid },
 }
 
 #[derive(Subcommand)]
@@ -126,6 +137,8 @@ enum ConnectorsCmd {
     List,
     /// One connector in detail.
     Show { id: String },
+    /// Unpark a connector by hand (its parked jobs run again now).
+    Unpark { id: String },
 }
 
 #[tokio::main]
@@ -190,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 connector,
                 kind,
                 error,
+                class,
                 all,
                 limit,
             } => {
@@ -198,8 +212,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         connector,
                         kind,
                         error,
+                        class,
                         all,
                         limit: Some(limit),
+                        ..Default::default()
                     })
                     .await?;
                 let v = serde_json::to_value(&rows)?;
@@ -236,10 +252,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let v = serde_json::to_value(&d)?;
                 print(cli.json, &v, || {
                     let mut out = format!(
-                        "id:         {}\nconnector:  {}\nkind:       {}\nentity:     {}\nattempts:   {}\ncreated:    {}\nreplayed:   {}\n\nerrors:\n",
+                        "id:         {}\nconnector:  {}\nkind:       {}\nclass:      {}\nentity:     {}\nattempts:   {}\ncreated:    {}\nreplayed:   {}\n\nerrors:\n",
                         d.id,
                         d.connector_id,
                         d.job_name,
+                        d.error_class,
                         d.entity_key.as_deref().unwrap_or("-"),
                         d.attempts,
                         d.created_at.to_rfc3339(),
@@ -260,6 +277,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "\npayload:\n{}\n",
                         serde_json::to_string_pretty(&d.envelope).unwrap_or_default()
                     ));
+                    if let Some(body) = &d.last_body {
+                        out.push_str(&format!(
+                            "\nbody last sent to Close:\n{}\n",
+                            serde_json::to_string_pretty(body).unwrap_or_default()
+                        ));
+                    }
+                    out
+                });
+            }
+            DlqCmd::Classes { connector } => {
+                let rows = admin()?
+                    .error_classes(&DlqFilter {
+                        connector,
+                        ..Default::default()
+                    })
+                    .await?;
+                let v = serde_json::to_value(&rows)?;
+                print(cli.json, &v, || {
+                    let mut out = format!(
+                        "{:<28}  {:>9}  {:>8}  {:>9}  {:>7}\n",
+                        "ERROR CLASS", "LAST HOUR", "LAST DAY", "LAST WEEK", "ALL"
+                    );
+                    for c in &rows {
+                        out.push_str(&format!(
+                            "{:<28}  {:>9}  {:>8}  {:>9}  {:>7}\n",
+                            c.error_class, c.last_hour, c.last_day, c.last_week, c.total
+                        ));
+                    }
                     out
                 });
             }
@@ -290,6 +335,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("deleted {n} dead letter(s)");
             }
         },
+        Cmd::Retries {
+            cmd: RetriesCmd::Now { id },
+        } => {
+            admin()?.retry_now(id).await?;
+            println!("retry {id} is due now; the scheduler queues it on its next pass");
+        }
+        Cmd::Connectors {
+            cmd: ConnectorsCmd::Unpark { id },
+        } => {
+            admin()?.unpark(&id).await?;
+            println!("connector {id} unparked; its parked jobs run again now");
+        }
         Cmd::Retries {
             cmd: RetriesCmd::List { connector, limit },
         } => {

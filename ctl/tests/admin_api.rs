@@ -1,4 +1,4 @@
-//! The HTTP admin API (`common::admin`, served by the scheduler on `ADMIN_LISTEN`) over real
+//! The HTTP admin API (`admin`, served by the scheduler on `ADMIN_LISTEN`) over real
 //! HTTP on an ephemeral port: the bearer token is required, and it offers what `closeio-ctl`
 //! offers.
 
@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use common::admin::Admin;
+use admin::Admin;
 use common::jobs::QueueKind;
 use support::*;
 
@@ -29,7 +29,9 @@ impl Api {
         let admin = Admin::new(f.store(KEY_A, None), f.queue());
         let stop = CancellationToken::new();
         let s = stop.clone();
-        tokio::spawn(async move { common::admin::serve(listener, admin, TOKEN, s).await });
+        tokio::spawn(
+            async move { admin::serve(listener, admin, TOKEN, Default::default(), s).await },
+        );
         Api {
             base,
             http: reqwest::Client::new(),

@@ -222,14 +222,8 @@ pub async fn index() -> Html<&'static str> {
     Html("<h1>closeio-sync</h1><p>Hull ⇄ Close connector. See <a href=\"/manifest.json\">manifest.json</a>.</p>")
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// `GET /admin`: the dashboard tab — the connector's status and sync counters.
+/// `GET /admin`: the dashboard tab — the connector's status and sync counters, rendered with
+/// the ops console's templates (`admin::console::HullTab`).
 pub async fn admin(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
     let connector = match authenticate(&app, &q).await {
         Ok(c) => c,
@@ -241,7 +235,10 @@ pub async fn admin(State(app): State<App>, Query(q): Query<HashMap<String, Strin
         .await
         .ok()
         .and_then(|all| all.into_iter().find(|s| s.id == connector.id));
-    let mut rows = String::new();
+    let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into())
+    };
+    let mut rows: Vec<(String, String)> = Vec::new();
     if let Some(s) = &summary {
         for (k, v) in [
             ("Accounts synced as leads", s.synced_accounts.to_string()),
@@ -249,88 +246,54 @@ pub async fn admin(State(app): State<App>, Query(q): Query<HashMap<String, Strin
             ("Jobs waiting for a retry", s.retries.to_string()),
             ("Jobs parked (settings to fix)", s.parked.to_string()),
             ("Dead letters", s.dead_letters.to_string()),
-            (
-                "Last successful write",
-                s.last_success_at
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_else(|| "never".into()),
-            ),
+            ("Last successful write", fmt(s.last_success_at)),
         ] {
-            rows.push_str(&format!(
-                "<tr><th>{}</th><td>{}</td></tr>",
-                escape(k),
-                escape(&v)
-            ));
+            rows.push((k.into(), v));
         }
     }
     if let Ok(Some(p)) = app.store.incoming_progress(&connector.id).await {
-        let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| {
-            t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into())
-        };
-        let mut incoming = vec![
-            ("Leads fetched up to", fmt(p.cursor)),
-            (
-                "Lag",
-                p.lag_seconds
-                    .map(|s| format!("{s:.0} s"))
-                    .unwrap_or_else(|| "-".into()),
-            ),
-            ("Full import completed", fmt(p.full_import_completed_at)),
-        ];
+        rows.push(("Leads fetched up to".into(), fmt(p.cursor)));
+        rows.push((
+            "Lag".into(),
+            p.lag_seconds
+                .map(|s| format!("{s:.0} s"))
+                .unwrap_or_else(|| "-".into()),
+        ));
+        rows.push((
+            "Full import completed".into(),
+            fmt(p.full_import_completed_at),
+        ));
         if let Some(run) = &p.last_run {
-            incoming.push((
-                "Last fetch",
+            rows.push((
+                "Last fetch".into(),
                 format!(
                     "{} ({}): {} pages, {} leads",
                     run.kind, run.state, run.pages_done, run.leads_imported
                 ),
             ));
         }
-        for (k, v) in incoming {
-            rows.push_str(&format!(
-                "<tr><th>{}</th><td>{}</td></tr>",
-                escape(k),
-                escape(&v)
-            ));
-        }
     }
-    let messages: String = connector
-        .status_messages
-        .iter()
-        .map(|m| format!("<li>{}</li>", escape(m)))
-        .collect();
     // The query string carries the credentials the button needs, as Hull's dashboard gives them.
-    let query: String = q
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in q
         .iter()
         .filter(|(k, _)| matches!(k.as_str(), "organization" | "ship" | "id" | "secret"))
-        .map(|(k, v)| format!("{}={}", k, url_escape(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Close.io</title></head><body>\
-         <h1>Close.io</h1><p>Status: <strong>{}</strong></p><ul>{}</ul><table>{}</table>\
-         <p>Fetch recently updated Close.io Leads and linked Contacts. When run just after installing the \
-         connector, it imports every lead; otherwise it fetches the leads updated since the last fetch.</p>\
-         <form method=\"post\" action=\"/fetch-recent-leads?{}\" \
-         onsubmit=\"return confirm('This can generate a lot of traffic. Are you sure?')\">\
-         <button type=\"submit\">Fetch Recently Updated Leads</button></form></body></html>",
-        escape(&connector.status),
-        messages,
+    {
+        query.append_pair(k, v);
+    }
+    let tab = admin::console::HullTab {
+        status: connector.status.clone(),
+        messages: connector.status_messages.clone(),
         rows,
-        escape(&query)
-    ))
-    .into_response()
-}
-
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+        fetch_query: query.finish(),
+    };
+    match tab.html() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("page error: {e}"),
+        ),
+    }
 }
 
 /// `POST /fetch` and `POST /fetch-recent-leads`: ask for an incremental fetch (a full import

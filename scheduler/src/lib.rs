@@ -54,7 +54,7 @@ pub struct SchedulerConfig {
     pub fetch: fetch::FetchConfig,
     /// The HTTP admin API (`ADMIN_LISTEN`, `ADMIN_TOKEN`).
     #[command(flatten)]
-    pub admin: common::admin::AdminConfig,
+    pub admin: admin::AdminConfig,
 }
 
 impl Settings for SchedulerConfig {
@@ -84,6 +84,8 @@ pub struct TickReport {
     pub incoming: fetch::FetchReport,
     /// Messages the broker dead-lettered (delivery limit) now recorded in Postgres.
     pub broker_dead_letters_imported: usize,
+    /// Dead letters deleted because they were older than `DEAD_LETTER_RETENTION_DAYS`.
+    pub dead_letters_expired: u64,
 }
 
 /// The scheduler.
@@ -96,8 +98,9 @@ pub struct Scheduler {
     close: CloseClient,
     hull: HullClient,
     cfg: SchedulerConfig,
-    admin: common::admin::Admin,
+    admin: admin::Admin,
     last_broker_import: std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
+    last_expired: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Scheduler {
@@ -109,7 +112,7 @@ impl Scheduler {
             close,
             hull,
         } = Clients::new(&cfg.common, cfg.common.database_pool_size.min(4))?;
-        let admin = common::admin::Admin::new(store.clone(), queue.clone());
+        let admin = admin::Admin::new(store.clone(), queue.clone()).with_close(close.clone());
         Ok(Scheduler {
             store,
             queue,
@@ -118,7 +121,13 @@ impl Scheduler {
             cfg,
             admin,
             last_broker_import: Default::default(),
+            last_expired: Default::default(),
         })
+    }
+
+    /// The operator functions (with the Close client, to show dead letters' Close objects).
+    pub fn admin(&self) -> admin::Admin {
+        self.admin.clone()
     }
 
     /// Records the messages RabbitMQ dead-lettered (a job redelivered past the delivery
@@ -132,6 +141,11 @@ impl Scheduler {
             }
             *last = Some(std::time::Instant::now());
         }
+        // The retention runs as often as the import: both are dead-letter upkeep.
+        self.last_expired.store(
+            self.expire_dead_letters().await,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         match self.admin.import_broker_dead_letters().await {
             Ok(r) => {
                 if r.imported > 0 {
@@ -141,6 +155,32 @@ impl Scheduler {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not import the broker's dead letters");
+                0
+            }
+        }
+    }
+
+    /// Deletes the dead letters older than `DEAD_LETTER_RETENTION_DAYS` (0: none); returns how
+    /// many.
+    pub async fn expire_dead_letters(&self) -> u64 {
+        match self
+            .admin
+            .apply_retention(self.cfg.admin.dead_letter_retention_days)
+            .await
+        {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(
+                        deleted = n,
+                        days = self.cfg.admin.dead_letter_retention_days,
+                        "dead letters past their retention deleted"
+                    );
+                    metrics::counter!("scheduler_dead_letters_expired_total").increment(n);
+                }
+                n
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not apply the dead-letter retention");
                 0
             }
         }
@@ -173,6 +213,9 @@ impl Scheduler {
             ..TickReport::default()
         };
         report.broker_dead_letters_imported = self.import_broker_dead_letters().await;
+        report.dead_letters_expired = self
+            .last_expired
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
         match self
             .store
             .connectors_due_for_metadata(self.cfg.metadata_interval.as_secs_f64())

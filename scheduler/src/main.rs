@@ -33,11 +33,11 @@ async fn run(start: Startup) -> Result<std::process::ExitCode, std::process::Exi
     Ok(start.finish(scheduler.run(shutdown).await))
 }
 
-/// Serves the HTTP admin API on `ADMIN_LISTEN` when `ADMIN_TOKEN` is set (on every scheduler
+/// Serves the HTTP admin API and the ops console on `ADMIN_LISTEN` when `ADMIN_TOKEN` is set (on every scheduler
 /// replica, active or waiting: it only reads and replays).
 async fn start_admin_api(
     scheduler: &Scheduler,
-    cfg: &common::admin::AdminConfig,
+    cfg: &admin::AdminConfig,
     shutdown: &CancellationToken,
 ) -> Result<(), std::process::ExitCode> {
     let Some(token) = cfg.token.clone() else {
@@ -53,13 +53,14 @@ async fn start_admin_api(
             );
             std::process::ExitCode::from(2)
         })?;
-    let admin = common::admin::Admin::new(scheduler.store.clone(), scheduler.queue.clone());
+    let admin = scheduler.admin();
+    let options = cfg.console_options();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        if let Err(e) = common::admin::serve(listener, admin, &token, stop).await {
+        if let Err(e) = admin::serve(listener, admin, &token, options, stop).await {
             tracing::error!(error = %e, "admin API stopped");
         }
     });
-    tracing::info!(listen = %cfg.listen, "admin API listening");
+    tracing::info!(listen = %cfg.listen, console = %format!("http://{}/console/", cfg.listen), "admin API and ops console listening");
     Ok(())
 }

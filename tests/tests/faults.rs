@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use common::admin::{Admin, ReplayTarget};
+use admin::{Admin, ReplayTarget};
 use common::jobs::QueueKind;
 
 /// The size of a scenario.

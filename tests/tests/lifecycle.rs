@@ -204,10 +204,10 @@ async fn an_unreadable_job_is_recorded_as_a_dead_letter() {
         .unwrap_or_default()
         .contains("from_the_future"));
     // "Replay all" leaves it in place instead of failing on it.
-    let admin = common::admin::Admin::new(env.store().expect("store"), q);
+    let admin = admin::Admin::new(env.store().expect("store"), q);
     assert_eq!(
         admin
-            .replay(common::admin::ReplayTarget::All { connector: None })
+            .replay(admin::ReplayTarget::All { connector: None })
             .await
             .expect("replay"),
         0

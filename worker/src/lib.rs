@@ -96,6 +96,21 @@ impl JobError {
             other => other.to_string(),
         }
     }
+
+    /// A short, bounded label of the kind of failure, recorded with a dead letter so that
+    /// operators can group and filter by it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            JobError::Close(e) => e.label(),
+            JobError::Hull(_) => "hull",
+            JobError::Store(_) => "database",
+            JobError::Metadata(_) => "close_metadata",
+            JobError::Queue(_) => "broker",
+            JobError::Permanent(_) => "invalid_job",
+            JobError::Configuration(_) | JobError::Parked(_) => "configuration",
+            JobError::Later { .. } | JobError::Deferred { .. } => "later",
+        }
+    }
 }
 
 impl Classify for JobError {
@@ -173,6 +188,16 @@ impl Drop for InFlight {
 tokio::task_local! {
     /// The settings version of the connector the current job read (see `store::parking`).
     static SETTINGS_SEEN: std::cell::Cell<Option<i64>>;
+    /// The body the current job sent to Close in a write that failed (kept with its dead
+    /// letter, for operators).
+    static FAILED_BODY: std::cell::RefCell<Option<serde_json::Value>>;
+}
+
+/// Records the body of a Close write that failed, for the job's dead letter (called on the
+/// failure path only, so a success costs nothing).
+pub fn note_failed_body(body: &serde_json::Map<String, serde_json::Value>) {
+    let _ =
+        FAILED_BODY.try_with(|b| *b.borrow_mut() = Some(serde_json::Value::Object(body.clone())));
 }
 
 /// Records the settings version the current job works with (called where the connector is
@@ -255,8 +280,9 @@ impl Worker {
     /// what must be recorded (retry, parking, dead letter). An `Err` means even that failed
     /// (database or broker down): the message must go back to the queue.
     pub async fn handle(&self, env: Envelope) -> Result<Disposition, JobError> {
+        let scoped = FAILED_BODY.scope(Default::default(), self.handle_scoped(env));
         SETTINGS_SEEN
-            .scope(std::cell::Cell::new(None), self.handle_scoped(env))
+            .scope(std::cell::Cell::new(None), scoped)
             .await
     }
 
@@ -371,7 +397,7 @@ impl Worker {
         }
         match class {
             ErrorClass::Permanent => {
-                self.dead_letter(env, &error).await?;
+                self.dead_letter(env, &error, e.label()).await?;
                 Ok(Disposition::Dead)
             }
             ErrorClass::Configuration => {
@@ -398,6 +424,7 @@ impl Worker {
                     self.dead_letter(
                         env,
                         &format!("gave up after {} attempts: {error}", next.attempt),
+                        e.label(),
                     )
                     .await?;
                     return Ok(Disposition::Dead);
@@ -412,8 +439,21 @@ impl Worker {
         }
     }
 
-    async fn dead_letter(&self, env: &Envelope, error: &str) -> Result<(), JobError> {
-        let id = self.ctx.store.dead_letter(env, error).await?;
+    async fn dead_letter(
+        &self,
+        env: &Envelope,
+        error: &str,
+        error_class: &str,
+    ) -> Result<(), JobError> {
+        let body = FAILED_BODY
+            .try_with(|b| b.borrow_mut().take())
+            .ok()
+            .flatten();
+        let id = self
+            .ctx
+            .store
+            .dead_letter(env, error, error_class, body.as_ref())
+            .await?;
         // The Postgres record is the source of truth; the DLQ copy feeds broker-side tooling.
         if let Err(e) = self.ctx.queue.publish_dead(&env.to_bytes(), error).await {
             tracing::warn!(dead_letter = %id, error = %e, "dead letter recorded in Postgres but not copied to the dead-letter queue");
@@ -467,9 +507,13 @@ impl Worker {
                 // delivery unacked (or redelivering it into the same panic).
                 tracing::error!(job = dead_copy.job.name(), connector = %dead_copy.connector_id, panic = %panic, "job panicked");
                 metrics::counter!("worker_jobs_total", "job" => dead_copy.job.name(), "outcome" => "panicked").increment(1);
-                self.dead_letter(&dead_copy, &format!("the job panicked: {panic}"))
-                    .await
-                    .map(|_| Disposition::Dead)
+                self.dead_letter(
+                    &dead_copy,
+                    &format!("the job panicked: {panic}"),
+                    "panicked",
+                )
+                .await
+                .map(|_| Disposition::Dead)
             }
         };
         match outcome {

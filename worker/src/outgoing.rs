@@ -219,19 +219,20 @@ async fn sync(
             Err(CloseError::NotFound { .. }) => {
                 tracing::warn!(hull_id, close_id = %id, object, "known Close object no longer exists; looking it up again");
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return noting_body(Err(e.into()), &body),
         }
     }
     let (answer, action) = match (written, &target) {
         (Some(w), _) => w,
         (None, Target::Lead { account }) => {
-            let new = new_lead(ctx, t, account, &body, hull_id).await?;
+            let new = noting_body(new_lead(ctx, t, account, &body, hull_id).await, &body)?;
             (nested, gathered) = (new.nested, new.gathered);
             (new.lead, new.action)
         }
-        (None, Target::Contact { user, lead_id }) => {
-            create_or_adopt_contact(ctx, t, user, &body, lead_id).await?
-        }
+        (None, Target::Contact { user, lead_id }) => noting_body(
+            create_or_adopt_contact(ctx, t, user, &body, lead_id).await,
+            &body,
+        )?,
     };
     let close_id = answer
         .get("id")
@@ -319,6 +320,17 @@ fn log_unchanged(kind: EntityKind, hull_id: &str, close_id: &str) {
 /// How long after a gathering is due a user waiting for it comes back: time for the lead's
 /// creation to be committed.
 const GATHER_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Passes `r` through, recording `body` for the job's dead letter when the write failed (not
+/// when it was only deferred).
+fn noting_body<T>(r: Result<T, JobError>, body: &Map<String, Value>) -> Result<T, JobError> {
+    if let Err(e) = &r {
+        if !matches!(e, JobError::Deferred { .. } | JobError::Later { .. }) {
+            crate::note_failed_body(body);
+        }
+    }
+    r
+}
 
 /// The placeholder `lead_id` of a contact body gathered before its lead exists.
 const PENDING_LEAD_ID: &str = "";

@@ -90,6 +90,24 @@ pub enum CloseError {
 }
 
 impl CloseError {
+    /// A short, bounded label of the kind of failure (dead letters are grouped by it).
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseError::BadRequest { .. } => "close_bad_request",
+            CloseError::Unauthorized => "close_unauthorized",
+            CloseError::Forbidden => "close_forbidden",
+            CloseError::NotFound { .. } => "close_not_found",
+            CloseError::RateLimited { .. } | CloseError::BudgetBusy { .. } => "close_rate_limited",
+            CloseError::Server { .. } => "close_server_error",
+            CloseError::Timeout => "close_timeout",
+            CloseError::Connect(_) | CloseError::Transport(_) => "close_unreachable",
+            CloseError::Decode(_) => "close_bad_answer",
+            CloseError::Http { .. } => "close_http_error",
+            CloseError::Budget(_) => "budget_unavailable",
+            CloseError::InvalidConfig(_) => "configuration",
+        }
+    }
+
     /// True when a failed *write* may nevertheless have been applied by Close: a timeout, a
     /// transport failure after the request was sent, or a 5xx. Only meaningful for the result
     /// of a write call (create/update/delete); the caller must then look the object up before

@@ -357,6 +357,11 @@ impl Queue {
 
     /// Messages ready in a queue (not counting unacknowledged ones).
     pub async fn depth(&self, name: &str) -> Result<u32, QueueError> {
+        Ok(self.stats(name).await?.messages)
+    }
+
+    /// Messages ready in queue `name` and the consumers it has.
+    pub async fn stats(&self, name: &str) -> Result<QueueStats, QueueError> {
         let conn = self.open_connection().await?;
         let ch = conn.create_channel().await?;
         let q = ch
@@ -370,7 +375,11 @@ impl Queue {
             )
             .await;
         let _ = conn.close(200, "done".into()).await;
-        Ok(q?.message_count())
+        let q = q?;
+        Ok(QueueStats {
+            messages: q.message_count(),
+            consumers: q.consumer_count(),
+        })
     }
 
     /// Whether the broker answers (for `/readyz`).
@@ -428,4 +437,13 @@ fn quorum_args(dlx: Option<&str>) -> FieldTable {
         );
     }
     args
+}
+
+/// What a queue holds and who consumes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Messages ready.
+    pub messages: u32,
+    /// Consumers attached.
+    pub consumers: u32,
 }

@@ -60,11 +60,12 @@ impl Store {
         // the end of a pause.
         let row = c
             .query_opt_p(
-                "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, burst, tat)
-                 VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $3::bigint / 1e6))
+                "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, burst, tat, requests)
+                 VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $3::bigint / 1e6), 1)
                  ON CONFLICT (key_fp, grp) DO UPDATE
                    SET tat = GREATEST(b.tat, clock_timestamp(), b.paused_until)
-                             + make_interval(secs => b.spacing_us / 1e6)
+                             + make_interval(secs => b.spacing_us / 1e6),
+                       requests = b.requests + 1
                    WHERE $5::bigint IS NULL
                       OR GREATEST(b.tat - make_interval(secs => b.spacing_us * (b.burst - 1) / 1e6),
                                   b.paused_until) <= clock_timestamp() + make_interval(secs => $5::bigint / 1e6)
@@ -156,12 +157,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
         c.execute_p(
-            "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, tat, paused_until)
+            "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, tat, paused_until, rate_limited, last_rate_limited_at)
              VALUES ($1, $2, 100000, clock_timestamp(),
-                     clock_timestamp() + make_interval(secs => $3::bigint / 1e6))
+                     clock_timestamp() + make_interval(secs => $3::bigint / 1e6), 1, now())
              ON CONFLICT (key_fp, grp) DO UPDATE
                SET paused_until = GREATEST(b.paused_until,
-                                           clock_timestamp() + make_interval(secs => $3::bigint / 1e6))",
+                                           clock_timestamp() + make_interval(secs => $3::bigint / 1e6)),
+                   rate_limited = b.rate_limited + 1, last_rate_limited_at = now()",
             &[&key_fp, &group, &micros(wait)],
         )
         .await?;

@@ -354,6 +354,24 @@ fn window_from_row(r: &tokio_postgres::Row) -> FetchWindow {
 }
 
 impl Store {
+    /// The connector's most recent fetch runs, newest first.
+    pub async fn recent_fetch_runs(
+        &self,
+        connector_id: &str,
+        limit: i64,
+    ) -> Result<Vec<FetchRun>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query_p(
+                &format!("SELECT {RUN_COLUMNS} FROM fetch_runs WHERE connector_id = $1 ORDER BY started_at DESC LIMIT $2"),
+                &[&connector_id, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(run_from_row).collect())
+    }
+}
+
+impl Store {
     /// Asks for a fetch of a connector (Hull's `/fetch`, the admin button, `closeio-ctl`); the
     /// scheduler starts it on its next pass (a full import when `full`, or when none has
     /// completed yet). Returns `false` when the connector is unknown.

@@ -29,7 +29,11 @@ mod incoming;
 pub use incoming::*;
 mod parking;
 pub use parking::{Parking, PARKED_FILTER};
+mod console;
 mod trust;
+pub use console::{
+    Activity, BudgetRow, ConsoleSession, EntityError, EntityState, SubscriptionSummary,
+};
 pub use trust::{EventAcceptance, KeyCheck};
 
 mod embedded {
@@ -215,7 +219,52 @@ pub struct DeadLetter {
     pub created_at: DateTime<Utc>,
     /// When it was replayed, if it was.
     pub replayed_at: Option<DateTime<Utc>>,
+    /// What kind of error killed it (a short label such as `close_bad_request`).
+    pub error_class: String,
+    /// The body last sent to Close for the entity, when the job sent one.
+    pub last_body: Option<Value>,
 }
+
+/// Which dead letters a listing, a count, a replay or a purge is about.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterQuery {
+    /// Only this connector.
+    pub connector: Option<String>,
+    /// Only this job name.
+    pub job_name: Option<String>,
+    /// Only this error class.
+    pub error_class: Option<String>,
+    /// Only those whose last error contains this text (case-insensitive).
+    pub error_contains: Option<String>,
+    /// Only those that died at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Include dead letters already replayed.
+    pub include_replayed: bool,
+}
+
+/// Dead letters of one error class, by age.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorClassCount {
+    /// The error class.
+    pub error_class: String,
+    /// Died in the last hour.
+    pub last_hour: i64,
+    /// Died in the last day.
+    pub last_day: i64,
+    /// Died in the last week.
+    pub last_week: i64,
+    /// All of them.
+    pub total: i64,
+}
+
+/// The `WHERE` clause of a [`DeadLetterQuery`], over parameters `$1`..`$6`.
+const DEAD_LETTER_WHERE: &str =
+    "($1::text IS NULL OR connector_id = $1) AND ($2::text IS NULL OR job_name = $2)
+   AND ($3::text IS NULL OR error_class = $3) AND ($4::text IS NULL OR last_error ILIKE $4)
+   AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6 OR replayed_at IS NULL)";
+
+/// The columns of [`dead_letter_from_row`].
+const DEAD_LETTER_COLUMNS: &str = "id, connector_id, job_name, entity_key, attempts, last_error, errors, envelope, created_at, replayed_at, error_class, last_body";
 
 /// The store.
 #[derive(Clone)]
@@ -492,7 +541,13 @@ impl Store {
     }
 
     /// Records a dead letter with every error seen (those recorded with earlier retries too).
-    pub async fn dead_letter(&self, env: &Envelope, error: &str) -> Result<Uuid, StoreError> {
+    pub async fn dead_letter(
+        &self,
+        env: &Envelope,
+        error: &str,
+        error_class: &str,
+        last_body: Option<&Value>,
+    ) -> Result<Uuid, StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let previous: Value = tx
@@ -508,8 +563,8 @@ impl Store {
         let body = serde_json::to_value(env).unwrap_or(Value::Null);
         let id = Uuid::new_v4();
         tx.execute_p(
-            "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error, error_class, last_body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 &id,
                 &env.connector_id,
@@ -519,6 +574,8 @@ impl Store {
                 &(env.attempt as i32 + 1),
                 &Value::Array(errors),
                 &error,
+                &error_class,
+                &last_body,
             ],
         )
         .await?;
@@ -543,19 +600,125 @@ impl Store {
         include_replayed: bool,
         limit: i64,
     ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters_where(
+            &DeadLetterQuery {
+                connector: connector.map(str::to_owned),
+                job_name: job_name.map(str::to_owned),
+                error_contains: error_contains.map(str::to_owned),
+                include_replayed,
+                ..Default::default()
+            },
+            limit,
+        )
+        .await
+    }
+
+    /// Dead letters matching `q`, newest first, at most `limit`.
+    pub async fn dead_letters_where(
+        &self,
+        q: &DeadLetterQuery,
+        limit: i64,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let c = self.pool.get().await?;
-        let pattern = error_contains.map(|e| format!("%{e}%"));
+        let pattern = q.error_contains.as_ref().map(|e| format!("%{e}%"));
         let rows = c
             .query_p(
-                "SELECT id, connector_id, job_name, entity_key, attempts, last_error, errors, envelope, created_at, replayed_at
-                 FROM dead_letters
-                 WHERE ($1::text IS NULL OR connector_id = $1) AND ($2::text IS NULL OR job_name = $2)
-                   AND ($3::text IS NULL OR last_error ILIKE $3) AND ($4 OR replayed_at IS NULL)
-                 ORDER BY created_at DESC LIMIT $5",
-                &[&connector, &job_name, &pattern, &include_replayed, &limit],
+                &format!(
+                    "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE {DEAD_LETTER_WHERE}
+                     ORDER BY created_at DESC LIMIT $7"
+                ),
+                &[
+                    &q.connector,
+                    &q.job_name,
+                    &q.error_class,
+                    &pattern,
+                    &q.since,
+                    &q.include_replayed,
+                    &limit,
+                ],
             )
             .await?;
         Ok(rows.iter().map(dead_letter_from_row).collect())
+    }
+
+    /// Dead letters matching `q`, counted per error class and age, most frequent first.
+    pub async fn dead_letter_classes(
+        &self,
+        q: &DeadLetterQuery,
+    ) -> Result<Vec<ErrorClassCount>, StoreError> {
+        let c = self.pool.get().await?;
+        let pattern = q.error_contains.as_ref().map(|e| format!("%{e}%"));
+        let rows = c
+            .query_p(
+                &format!(
+                    "SELECT error_class,
+                            count(*) FILTER (WHERE created_at >= now() - interval '1 hour'),
+                            count(*) FILTER (WHERE created_at >= now() - interval '1 day'),
+                            count(*) FILTER (WHERE created_at >= now() - interval '7 days'),
+                            count(*)
+                     FROM dead_letters WHERE {DEAD_LETTER_WHERE}
+                     GROUP BY error_class ORDER BY count(*) DESC, error_class"
+                ),
+                &[
+                    &q.connector,
+                    &q.job_name,
+                    &q.error_class,
+                    &pattern,
+                    &q.since,
+                    &q.include_replayed,
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ErrorClassCount {
+                error_class: r.get(0),
+                last_hour: r.get(1),
+                last_day: r.get(2),
+                last_week: r.get(3),
+                total: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Deletes the dead letters matching `q`; returns how many.
+    pub async fn purge_dead_letters_where(&self, q: &DeadLetterQuery) -> Result<u64, StoreError> {
+        let c = self.pool.get().await?;
+        let pattern = q.error_contains.as_ref().map(|e| format!("%{e}%"));
+        Ok(c.execute_p(
+            &format!("DELETE FROM dead_letters WHERE {DEAD_LETTER_WHERE}"),
+            &[
+                &q.connector,
+                &q.job_name,
+                &q.error_class,
+                &pattern,
+                &q.since,
+                &q.include_replayed,
+            ],
+        )
+        .await?)
+    }
+
+    /// Deletes one dead letter; whether it existed.
+    pub async fn delete_dead_letter(&self, id: Uuid) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        Ok(
+            c.execute_p("DELETE FROM dead_letters WHERE id = $1", &[&id])
+                .await?
+                > 0,
+        )
+    }
+
+    /// Deletes the dead letters older than `cutoff` (the retention); returns how many.
+    pub async fn purge_dead_letters_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let c = self.pool.get().await?;
+        Ok(
+            c.execute_p("DELETE FROM dead_letters WHERE created_at < $1", &[&cutoff])
+                .await?,
+        )
     }
 
     /// One dead letter.
@@ -563,8 +726,7 @@ impl Store {
         let c = self.pool.get().await?;
         let row = c
             .query_opt_p(
-                "SELECT id, connector_id, job_name, entity_key, attempts, last_error, errors, envelope, created_at, replayed_at
-                 FROM dead_letters WHERE id = $1",
+                &format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = $1"),
                 &[&id],
             )
             .await?;
@@ -629,6 +791,8 @@ fn dead_letter_from_row(r: &tokio_postgres::Row) -> DeadLetter {
         envelope: r.get(7),
         created_at: r.get(8),
         replayed_at: r.get(9),
+        error_class: r.get(10),
+        last_body: r.get(11),
     }
 }
 

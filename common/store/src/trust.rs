@@ -332,8 +332,8 @@ impl Store {
         let errors = serde_json::json!([{"at": chrono::Utc::now(), "attempt": 0, "error": error}]);
         let c = self.pool.get().await?;
         c.execute_p(
-            "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error)
-             VALUES ($1, $2, 'unreadable', NULL, $3, 1, $4, $5)",
+            "INSERT INTO dead_letters (id, connector_id, job_name, entity_key, envelope, attempts, errors, last_error, error_class)
+             VALUES ($1, $2, 'unreadable', NULL, $3, 1, $4, $5, 'unreadable')",
             &[&id, &connector, &serde_json::json!({"raw": text}), &errors, &error],
         )
         .await?;

@@ -161,7 +161,7 @@ pub async fn seed_dead_letter(store: &Store, domain: &str) -> uuid::Uuid {
     let mut next = env.clone();
     next.attempt = 1;
     store
-        .dead_letter(&next, &status_rejection())
+        .dead_letter(&next, &status_rejection(), "close_bad_request", None)
         .await
         .expect("dead letter")
 }

@@ -1,31 +1,30 @@
-//! Operator functions over the store and the broker — connectors with lag and counters, dead
-//! letters (list, show, replay, purge), retries, encryption key rotation — and the HTTP admin
-//! API that serves them on a separate listener, behind a bearer token.
+//! The operator surface: what an operator can do over the store and the broker (connectors
+//! with lag, activity and budgets; dead letters listed, grouped by error class, shown beside
+//! their Hull entity and Close object, replayed or purged; retries made due; connectors
+//! unparked; fetches asked for; encryption key rotation), and the two ways it is served on the
+//! admin listener, behind the admin token:
+//! - [`api`]: the JSON admin API (bearer token), used by scripts;
+//! - [`console`]: the ops console, server-rendered pages for a browser (a login form, a
+//!   session cookie and a CSRF token on every action).
 //!
-//! `closeio-ctl` calls the same functions, so the CLI and the HTTP API always agree.
-//!
-//! Routes (all JSON; `Authorization: Bearer $ADMIN_TOKEN` required, else 401):
-//! - `GET /connectors`, `GET /connectors/{id}`
-//! - `GET /dlq?connector=&kind=&error=&all=&limit=`, `GET /dlq/{id}`
-//! - `POST /dlq/{id}/replay`, `POST /dlq/replay?connector=` (every dead letter not replayed yet)
-//! - `POST /dlq/import-broker` (dead letters RabbitMQ made, into Postgres)
-//! - `DELETE /dlq?connector=&replayed=`
-//! - `GET /retries?connector=&limit=`
+//! `closeio-ctl`, the JSON API and the console call the same [`Admin`] functions, so they
+//! always agree.
 
 use std::net::SocketAddr;
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+pub mod api;
+pub mod console;
+
+pub use api::{router, serve};
+
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use domain::config::{self, ConfigError, Source};
@@ -52,6 +51,13 @@ pub struct AdminConfig {
     /// Bearer token of the admin API, at least 24 characters (unset: the admin API is off)
     #[arg(id = "admin_token", env = "ADMIN_TOKEN", value_parser = admin_token)]
     pub token: Option<String>,
+    /// Dead letters older than this many days are deleted by the scheduler (0: kept until
+    /// purged by hand)
+    #[arg(env = "DEAD_LETTER_RETENTION_DAYS", default_value = "30")]
+    pub dead_letter_retention_days: u32,
+    /// Hours an ops console session lasts after logging in (at least 1)
+    #[arg(env = "CONSOLE_SESSION_HOURS", default_value = "12", value_parser = config::positive::<u32>)]
+    pub console_session_hours: u32,
 }
 
 /// `ADMIN_TOKEN`: long enough not to be guessed.
@@ -68,6 +74,11 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field(
+                "dead_letter_retention_days",
+                &self.dead_letter_retention_days,
+            )
+            .field("console_session_hours", &self.console_session_hours)
             .finish()
     }
 }
@@ -75,7 +86,8 @@ impl std::fmt::Debug for AdminConfig {
 impl config::Settings for AdminConfig {}
 
 impl AdminConfig {
-    /// Reads `ADMIN_LISTEN` and `ADMIN_TOKEN`.
+    /// Reads `ADMIN_LISTEN`, `ADMIN_TOKEN`, `DEAD_LETTER_RETENTION_DAYS` and
+    /// `CONSOLE_SESSION_HOURS`.
     pub fn from_source(src: &dyn Source) -> Result<AdminConfig, ConfigError> {
         config::load(src)
     }
@@ -96,6 +108,9 @@ pub enum AdminError {
     /// No such connector.
     #[error("no connector {0}")]
     NoConnector(String),
+    /// A request an operator must correct.
+    #[error("{0}")]
+    BadRequest(String),
     /// A dead letter whose payload is not a job of this version.
     #[error("dead letter {id} holds an unreadable job: {reason}")]
     Unreadable {
@@ -107,10 +122,12 @@ pub enum AdminError {
 }
 
 impl AdminError {
-    fn status(&self) -> StatusCode {
+    /// The HTTP status that answers it.
+    pub fn status(&self) -> StatusCode {
         match self {
             AdminError::NoDeadLetter(_) | AdminError::NoConnector(_) => StatusCode::NOT_FOUND,
             AdminError::Unreadable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Store(_) | AdminError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -123,7 +140,7 @@ impl IntoResponse for AdminError {
 }
 
 /// Filter of a dead-letter listing.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct DlqFilter {
     /// Only this connector.
@@ -132,10 +149,64 @@ pub struct DlqFilter {
     pub kind: Option<String>,
     /// Only those whose last error contains this text (case-insensitive).
     pub error: Option<String>,
+    /// Only this error class (`close_bad_request`, `close_server_error`, …).
+    pub class: Option<String>,
+    /// Only those that died in the last `hour`, `day` or `week`.
+    pub since: Option<Since>,
     /// Include dead letters already replayed.
     pub all: bool,
     /// At most this many (default 50).
     pub limit: Option<i64>,
+}
+
+/// How far back a dead-letter filter looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Since {
+    /// The last hour.
+    Hour,
+    /// The last day.
+    Day,
+    /// The last week.
+    Week,
+}
+
+impl Since {
+    /// Every bucket, shortest first.
+    pub const ALL: [Since; 3] = [Since::Hour, Since::Day, Since::Week];
+
+    /// Its name in a query string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Since::Hour => "hour",
+            Since::Day => "day",
+            Since::Week => "week",
+        }
+    }
+
+    fn start(self) -> DateTime<Utc> {
+        Utc::now()
+            - match self {
+                Since::Hour => chrono::Duration::hours(1),
+                Since::Day => chrono::Duration::days(1),
+                Since::Week => chrono::Duration::days(7),
+            }
+    }
+}
+
+impl DlqFilter {
+    /// The store's query for this filter, with empty fields meaning "any".
+    pub fn query(&self) -> store::DeadLetterQuery {
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        store::DeadLetterQuery {
+            connector: given(&self.connector),
+            job_name: given(&self.kind),
+            error_class: given(&self.class),
+            error_contains: given(&self.error),
+            since: self.since.map(Since::start),
+            include_replayed: self.all,
+        }
+    }
 }
 
 /// What to replay.
@@ -148,6 +219,73 @@ pub enum ReplayTarget {
         /// Only this connector.
         connector: Option<String>,
     },
+    /// Every dead letter matching a filter (up to [`MAX_LIMIT`]).
+    Matching(DlqFilter),
+}
+
+/// One of the deployment's queues.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueView {
+    /// Queue name.
+    pub name: String,
+    /// What it carries.
+    pub role: &'static str,
+    /// Messages ready and consumers (`None` when the broker is unreachable).
+    pub stats: Option<queue::QueueStats>,
+}
+
+/// Everything on the console's first page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// Every connector, with its recent activity.
+    pub connectors: Vec<ConnectorView>,
+    /// The deployment's queues.
+    pub queues: Vec<QueueView>,
+    /// The Close budgets, per key and endpoint group.
+    pub budgets: Vec<store::BudgetRow>,
+    /// Dead letters are deleted after this many days (0: never).
+    pub dead_letter_retention_days: u32,
+}
+
+/// The Close object of a dead letter's entity, as fetched for the console.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CloseObject {
+    /// The entity has no Close id yet.
+    NotSynced,
+    /// Close could not be asked (no Close client here, or the connector has no API key).
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// What Close holds now.
+    Found {
+        /// Lead or contact id.
+        id: String,
+        /// The object.
+        object: Value,
+    },
+    /// Close answered with an error.
+    Failed {
+        /// Lead or contact id.
+        id: String,
+        /// The error.
+        error: String,
+    },
+}
+
+/// One dead letter with what an operator needs beside it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterDetail {
+    /// The dead letter (job, errors, last body sent).
+    #[serde(flatten)]
+    pub dead_letter: DeadLetter,
+    /// The Hull entity the job carried (account or user), when it carried one.
+    pub hull_entity: Option<Value>,
+    /// The entity's sync state.
+    pub entity_state: Option<store::EntityState>,
+    /// The entity's Close object, fetched now.
+    pub close_object: CloseObject,
 }
 
 /// Depth of the deployment's queues (messages ready; `None` when the broker is unreachable).
@@ -179,6 +317,8 @@ pub struct ConnectorView {
     /// When the last fetch run that completed finished (`None`: none completed yet, or the
     /// last run is still going or failed).
     pub last_fetch_completed_at: Option<DateTime<Utc>>,
+    /// Recent throughput and retries due.
+    pub activity: store::Activity,
 }
 
 /// One connector in detail.
@@ -199,6 +339,12 @@ pub struct ConnectorDetail {
     pub queues: QueueDepths,
     /// Incoming sync in detail (cursor, last run and its windows).
     pub incoming: Option<IncomingProgress>,
+    /// The most recent fetch runs, newest first.
+    pub recent_fetch_runs: Vec<store::FetchRun>,
+    /// The Close webhook subscription, if there is one.
+    pub webhook_subscription: Option<store::SubscriptionSummary>,
+    /// Entities whose last write failed, most recent first.
+    pub recent_errors: Vec<store::EntityError>,
 }
 
 /// Result of a key rotation, per encrypted column.
@@ -236,12 +382,32 @@ const SEALED_COLUMNS: &[(&str, &str)] = &[
 pub struct Admin {
     store: Store,
     queue: Queue,
+    close: Option<closeio::CloseClient>,
 }
+
+/// How long the console waits for Close when it shows a dead letter's Close object.
+const CLOSE_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Admin {
     /// Operations over `store` and `queue`.
     pub fn new(store: Store, queue: Queue) -> Admin {
-        Admin { store, queue }
+        Admin {
+            store,
+            queue,
+            close: None,
+        }
+    }
+
+    /// Also shows the Close object of a dead letter's entity, fetched with `close` (its
+    /// requests count against the connector's shared budget).
+    pub fn with_close(mut self, close: closeio::CloseClient) -> Admin {
+        self.close = Some(close);
+        self
+    }
+
+    /// The store it works on.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Every connector with status, counters, lag and last successful write.
@@ -258,6 +424,7 @@ impl Admin {
             )
             .await
             .map_err(StoreError::from)?;
+        let mut activity = self.store.activity().await?;
         let lag: std::collections::HashMap<String, (f64, i64)> = rows
             .iter()
             .map(|r| {
@@ -272,11 +439,13 @@ impl Admin {
         for summary in summaries {
             let (lag_seconds, overdue_retries) = lag.get(&summary.id).copied().unwrap_or((0.0, 0));
             let incoming = self.store.incoming_progress(&summary.id).await?;
+            let act = activity.remove(&summary.id).unwrap_or_default();
             views.push(view(
                 summary,
                 lag_seconds,
                 overdue_retries,
                 incoming.as_ref(),
+                act,
             ));
         }
         Ok(views)
@@ -304,6 +473,9 @@ impl Admin {
             metadata_fetched_at: c.metadata_fetched_at,
             queues: self.queue_depths().await,
             incoming,
+            recent_fetch_runs: self.store.recent_fetch_runs(id, 10).await?,
+            webhook_subscription: self.store.subscription_summary(id).await?,
+            recent_errors: self.store.entity_errors(id, 20).await?,
         })
     }
 
@@ -317,19 +489,198 @@ impl Admin {
         }
     }
 
+    /// The console's first page: connectors, queues and Close budgets.
+    pub async fn overview(&self, retention_days: u32) -> Result<Overview, AdminError> {
+        Ok(Overview {
+            connectors: self.connectors().await?,
+            queues: self.queues().await,
+            budgets: self.store.budgets().await?,
+            dead_letter_retention_days: retention_days,
+        })
+    }
+
+    /// The deployment's queues with their messages and consumers.
+    pub async fn queues(&self) -> Vec<QueueView> {
+        let t = self.queue.topology();
+        let mut out = Vec::new();
+        for (name, role) in [
+            (t.queue(QueueKind::Outgoing), "Hull → Close writes"),
+            (t.queue(QueueKind::Incoming), "Close → Hull reads"),
+            (t.dead_queue(), "dead letters (broker copies)"),
+        ] {
+            let stats = self.queue.stats(&name).await.ok();
+            out.push(QueueView { name, role, stats });
+        }
+        out
+    }
+
     /// Dead letters, newest first.
     pub async fn dead_letters(&self, f: &DlqFilter) -> Result<Vec<DeadLetter>, AdminError> {
         let limit = f.limit.unwrap_or(50).clamp(1, MAX_LIMIT);
-        Ok(self
+        Ok(self.store.dead_letters_where(&f.query(), limit).await?)
+    }
+
+    /// Dead letters matching `f`, counted per error class and age (the last hour, day, week).
+    pub async fn error_classes(
+        &self,
+        f: &DlqFilter,
+    ) -> Result<Vec<store::ErrorClassCount>, AdminError> {
+        Ok(self.store.dead_letter_classes(&f.query()).await?)
+    }
+
+    /// One dead letter with its Hull entity, its sync state and its Close object (fetched
+    /// now, when a Close client is configured).
+    pub async fn dead_letter_detail(&self, id: Uuid) -> Result<DeadLetterDetail, AdminError> {
+        let d = self
             .store
-            .dead_letters(
-                f.connector.as_deref(),
-                f.kind.as_deref(),
-                f.error.as_deref(),
-                f.all,
-                limit,
-            )
-            .await?)
+            .dead_letter_by_id(id)
+            .await?
+            .ok_or(AdminError::NoDeadLetter(id))?;
+        let (kind, entity) = match serde_json::from_value::<Envelope>(d.envelope.clone()) {
+            Ok(env) => match &env.job {
+                domain::jobs::Job::OutgoingAccount(m) => {
+                    ("account", m.message.get("account").cloned())
+                }
+                domain::jobs::Job::OutgoingUser(m) => ("user", m.message.get("user").cloned()),
+                _ => ("", None),
+            },
+            Err(_) => ("", None),
+        };
+        let hull_id = entity
+            .as_ref()
+            .and_then(|e| e.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let entity_state = match &hull_id {
+            Some(h) if !kind.is_empty() => {
+                self.store.entity_state(&d.connector_id, kind, h).await?
+            }
+            _ => None,
+        };
+        let close_id = entity_state.as_ref().and_then(|s| s.close_id.clone());
+        let close_object = match close_id {
+            None => CloseObject::NotSynced,
+            Some(cid) => self.close_object(&d.connector_id, kind, cid).await?,
+        };
+        Ok(DeadLetterDetail {
+            dead_letter: d,
+            hull_entity: entity,
+            entity_state,
+            close_object,
+        })
+    }
+
+    async fn close_object(
+        &self,
+        connector: &str,
+        kind: &str,
+        id: String,
+    ) -> Result<CloseObject, AdminError> {
+        let Some(close) = &self.close else {
+            return Ok(CloseObject::Unavailable {
+                reason: "this process has no Close client".into(),
+            });
+        };
+        let key = match self
+            .store
+            .connector(connector)
+            .await?
+            .and_then(|c| c.api_key)
+        {
+            Some(k) => closeio::ApiKey::new(k),
+            None => {
+                return Ok(CloseObject::Unavailable {
+                    reason: "the connector has no Close API key".into(),
+                })
+            }
+        };
+        let read = async {
+            if kind == "user" {
+                close.get_contact(&key, &id).await
+            } else {
+                close.get_lead(&key, &id).await
+            }
+        };
+        Ok(
+            match tokio::time::timeout(CLOSE_LOOKUP_TIMEOUT, read).await {
+                Ok(Ok(object)) => CloseObject::Found { id, object },
+                Ok(Err(e)) => CloseObject::Failed {
+                    id,
+                    error: e.to_string(),
+                },
+                Err(_) => CloseObject::Failed {
+                    id,
+                    error: format!("Close did not answer within {CLOSE_LOOKUP_TIMEOUT:?}"),
+                },
+            },
+        )
+    }
+
+    /// Deletes the dead letters matching `f`; returns how many.
+    pub async fn purge_matching(&self, f: &DlqFilter) -> Result<u64, AdminError> {
+        Ok(self.store.purge_dead_letters_where(&f.query()).await?)
+    }
+
+    /// Deletes one dead letter.
+    pub async fn delete_dead_letter(&self, id: Uuid) -> Result<(), AdminError> {
+        if self.store.delete_dead_letter(id).await? {
+            Ok(())
+        } else {
+            Err(AdminError::NoDeadLetter(id))
+        }
+    }
+
+    /// Deletes the dead letters older than `days` days (the retention); returns how many.
+    pub async fn apply_retention(&self, days: u32) -> Result<u64, AdminError> {
+        if days == 0 {
+            return Ok(0);
+        }
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+        Ok(self.store.purge_dead_letters_before(cutoff).await?)
+    }
+
+    /// Makes a scheduled or parked retry due now (the scheduler republishes it within
+    /// `RETRY_POLL_MS`).
+    pub async fn retry_now(&self, id: Uuid) -> Result<(), AdminError> {
+        if self.store.retry_now(id).await? {
+            tracing::info!(retry = %id, "retry made due by an operator");
+            Ok(())
+        } else {
+            Err(AdminError::BadRequest(format!(
+                "no scheduled or parked retry {id} (it may have run already)"
+            )))
+        }
+    }
+
+    /// Unparks a connector by hand: its parked jobs run again now (they park it again if
+    /// the cause is not fixed).
+    pub async fn unpark(&self, connector: &str) -> Result<(), AdminError> {
+        self.require_connector(connector).await?;
+        if self.store.unpark(connector).await? {
+            tracing::info!(connector, "connector unparked by an operator");
+            Ok(())
+        } else {
+            Err(AdminError::BadRequest(format!(
+                "connector {connector} is not parked"
+            )))
+        }
+    }
+
+    /// Asks the scheduler for a fetch of `connector` (a full import when `full`).
+    pub async fn fetch_now(&self, connector: &str, full: bool) -> Result<(), AdminError> {
+        if self.store.request_fetch(connector, full).await? {
+            tracing::info!(connector, full, "fetch asked for by an operator");
+            Ok(())
+        } else {
+            Err(AdminError::NoConnector(connector.to_string()))
+        }
+    }
+
+    async fn require_connector(&self, id: &str) -> Result<(), AdminError> {
+        match self.store.connector(id).await? {
+            Some(_) => Ok(()),
+            None => Err(AdminError::NoConnector(id.to_string())),
+        }
     }
 
     /// One dead letter, `None` if there is no such id.
@@ -352,6 +703,9 @@ impl Admin {
                 self.store
                     .dead_letters(connector.as_deref(), None, None, false, MAX_LIMIT)
                     .await?
+            }
+            ReplayTarget::Matching(f) => {
+                self.store.dead_letters_where(&f.query(), MAX_LIMIT).await?
             }
         };
         let mut replayed = 0;
@@ -437,7 +791,10 @@ impl Admin {
             match Envelope::from_bytes(&delivery.data) {
                 Ok(env) => {
                     let reason = broker_reason(&headers);
-                    let id = self.store.dead_letter(&env, &reason).await?;
+                    let id = self
+                        .store
+                        .dead_letter(&env, &reason, "broker_delivery_limit", None)
+                        .await?;
                     delivery
                         .ack(BasicAckOptions::default())
                         .await
@@ -519,6 +876,7 @@ fn view(
     lag_seconds: f64,
     overdue_retries: i64,
     incoming: Option<&IncomingProgress>,
+    activity: store::Activity,
 ) -> ConnectorView {
     let last_run = incoming.and_then(|p| p.last_run.as_ref());
     ConnectorView {
@@ -530,6 +888,7 @@ fn view(
         last_fetch_completed_at: last_run
             .filter(|r| r.state == store::FetchRunState::Completed)
             .and_then(|r| r.finished_at),
+        activity,
     }
 }
 
@@ -566,144 +925,6 @@ fn broker_reason(headers: &FieldTable) -> String {
         ),
         None => "dead-lettered by RabbitMQ (no x-death header)".into(),
     }
-}
-
-#[derive(Clone)]
-struct ApiState {
-    admin: Admin,
-    token: std::sync::Arc<str>,
-}
-
-/// The admin API (every route behind the bearer token).
-pub fn router(admin: Admin, token: &str) -> Router {
-    let state = ApiState {
-        admin,
-        token: token.into(),
-    };
-    Router::new()
-        .route("/connectors", get(list_connectors))
-        .route("/connectors/{id}", get(show_connector))
-        .route("/dlq", get(list_dlq).delete(purge_dlq))
-        .route("/dlq/replay", post(replay_all))
-        .route("/dlq/import-broker", post(import_broker))
-        .route("/dlq/{id}", get(show_dlq))
-        .route("/dlq/{id}/replay", post(replay_one))
-        .route("/retries", get(list_retries))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
-}
-
-/// Serves the admin API on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    admin: Admin,
-    token: &str,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(admin, token))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-}
-
-async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    if !domain::crypto::constant_time_eq(given.as_bytes(), s.token.as_bytes()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({"error": "a valid bearer token is required"})),
-        )
-            .into_response();
-    }
-    next.run(req).await
-}
-
-async fn list_connectors(State(s): State<ApiState>) -> Result<Json<Value>, AdminError> {
-    let connectors = s.admin.connectors().await?;
-    let queues = s.admin.queue_depths().await;
-    Ok(Json(json!({"connectors": connectors, "queues": queues})))
-}
-
-async fn show_connector(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<ConnectorDetail>, AdminError> {
-    Ok(Json(s.admin.connector(&id).await?))
-}
-
-async fn list_dlq(
-    State(s): State<ApiState>,
-    Query(f): Query<DlqFilter>,
-) -> Result<Json<Value>, AdminError> {
-    let letters = s.admin.dead_letters(&f).await?;
-    Ok(Json(json!({"dead_letters": letters})))
-}
-
-async fn show_dlq(
-    State(s): State<ApiState>,
-    Path(id): Path<Uuid>,
-) -> Result<Json<DeadLetter>, AdminError> {
-    Ok(Json(
-        s.admin
-            .dead_letter(id)
-            .await?
-            .ok_or(AdminError::NoDeadLetter(id))?,
-    ))
-}
-
-async fn replay_one(
-    State(s): State<ApiState>,
-    Path(id): Path<Uuid>,
-) -> Result<Json<Value>, AdminError> {
-    let n = s.admin.replay(ReplayTarget::One(id)).await?;
-    Ok(Json(json!({"replayed": n})))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ConnectorQuery {
-    connector: Option<String>,
-    limit: Option<i64>,
-    replayed: bool,
-}
-
-async fn replay_all(
-    State(s): State<ApiState>,
-    Query(q): Query<ConnectorQuery>,
-) -> Result<Json<Value>, AdminError> {
-    let n = s
-        .admin
-        .replay(ReplayTarget::All {
-            connector: q.connector,
-        })
-        .await?;
-    Ok(Json(json!({"replayed": n})))
-}
-
-async fn import_broker(State(s): State<ApiState>) -> Result<Json<BrokerImport>, AdminError> {
-    Ok(Json(s.admin.import_broker_dead_letters().await?))
-}
-
-async fn purge_dlq(
-    State(s): State<ApiState>,
-    Query(q): Query<ConnectorQuery>,
-) -> Result<Json<Value>, AdminError> {
-    let n = s.admin.purge(q.connector.as_deref(), q.replayed).await?;
-    Ok(Json(json!({"deleted": n})))
-}
-
-async fn list_retries(
-    State(s): State<ApiState>,
-    Query(q): Query<ConnectorQuery>,
-) -> Result<Json<Value>, AdminError> {
-    let retries = s.admin.retries(q.connector.as_deref(), q.limit).await?;
-    Ok(Json(json!({"retries": retries})))
 }
 
 #[cfg(test)]
