@@ -194,10 +194,14 @@ tokio::task_local! {
 }
 
 /// Records the body of a Close write that failed, for the job's dead letter (called on the
-/// failure path only, so a success costs nothing).
+/// failure path only, so a success costs nothing); the first body recorded in a job is kept.
 pub fn note_failed_body(body: &serde_json::Map<String, serde_json::Value>) {
-    let _ =
-        FAILED_BODY.try_with(|b| *b.borrow_mut() = Some(serde_json::Value::Object(body.clone())));
+    let _ = FAILED_BODY.try_with(|b| {
+        let mut b = b.borrow_mut();
+        if b.is_none() {
+            *b = Some(serde_json::Value::Object(body.clone()));
+        }
+    });
 }
 
 /// Records the settings version the current job works with (called where the connector is

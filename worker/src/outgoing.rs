@@ -322,7 +322,8 @@ fn log_unchanged(kind: EntityKind, hull_id: &str, close_id: &str) {
 const GATHER_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Passes `r` through, recording `body` for the job's dead letter when the write failed (not
-/// when it was only deferred).
+/// when it was only deferred). The innermost call records the body of the request that
+/// failed; callers further out do not replace it.
 fn noting_body<T>(r: Result<T, JobError>, body: &Map<String, Value>) -> Result<T, JobError> {
     if let Err(e) = &r {
         if !matches!(e, JobError::Deferred { .. } | JobError::Later { .. }) {
@@ -456,7 +457,13 @@ async fn write_new_lead(
     }
     let create_body = mapping::lead_body(&t.settings, account, true);
     if nested.is_empty() {
-        let lead = ctx.close.create_lead(&t.key, &create_body).await?;
+        let lead = noting_body(
+            ctx.close
+                .create_lead(&t.key, &create_body)
+                .await
+                .map_err(JobError::from),
+            &create_body,
+        )?;
         return Ok((lead, Action::Created));
     }
     let mut with_contacts = create_body.clone();
@@ -479,10 +486,16 @@ async fn write_new_lead(
                 "Close refused the new lead with its contacts nested; creating it alone"
             );
             nested.clear();
-            let lead = ctx.close.create_lead(&t.key, &create_body).await?;
+            let lead = noting_body(
+                ctx.close
+                    .create_lead(&t.key, &create_body)
+                    .await
+                    .map_err(JobError::from),
+                &create_body,
+            )?;
             Ok((lead, Action::Created))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => noting_body(Err(e.into()), &with_contacts),
     }
 }
 

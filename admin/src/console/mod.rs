@@ -98,7 +98,9 @@ pub fn router(admin: Admin, token: &str, options: ConsoleOptions) -> Router {
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            // `same-origin`, not `no-referrer`: with `no-referrer` browsers send `Origin: null` on
+            // the console's own form posts, which the origin check refuses.
+            HeaderValue::from_static("same-origin"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
