@@ -8,9 +8,14 @@
 #   scripts/demo.sh            # run, show data flowing, keep running until Ctrl-C
 #   scripts/demo.sh --once     # run, show data flowing, stop everything and exit
 #
+# At the end a Close 400 is injected on purpose, to make one dead letter; the script prints the
+# ops console's URL and the admin token to log in with, and the dead letter can be inspected and
+# replayed there.
+#
 # Environment: DEMO_DATABASE (default closeio_demo), DEMO_ADMIN_DB_URL
 # (postgres://postgres@127.0.0.1:5432/postgres), AMQP_URL, DEMO_ACCOUNTS (default 20),
-# DEMO_USERS_PER_ACCOUNT (default 2). Logs go to .run/*.log.
+# DEMO_USERS_PER_ACCOUNT (default 2), ADMIN_TOKEN (default: a random one, printed),
+# ADMIN_LISTEN (127.0.0.1:9110). Logs go to .run/*.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,6 +87,9 @@ export HULL_KEY_HOSTS=$HULL
 export HULL_ORGANIZATIONS=$HULL
 export INGEST_LISTEN=$INGEST
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
+# The ops console and the JSON admin API (served by the scheduler on ADMIN_LISTEN).
+export ADMIN_LISTEN=${ADMIN_LISTEN:-127.0.0.1:9110}
+export ADMIN_TOKEN=${ADMIN_TOKEN:-$(python3 -c 'import secrets; print("demo-" + secrets.token_urlsafe(24))')}
 
 wait_http() {
   for _ in $(seq 1 100); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
@@ -122,8 +130,29 @@ echo "Hull simulator: accounts with closeio/id written back by the connector:"
 python3 scripts/demo_show.py hull $HULL
 echo
 ./target/debug/closeio-ctl connectors list
+
 echo
-echo "Dashboards: http://$INGEST/admin?organization=$HULL&ship=$CONNECTOR_ID&secret=$CONNECTOR_SECRET"
+echo "==> a dead letter on purpose: Close refuses (400) the lead of a new account"
+curl -fsS -X PUT "http://$CLOSE/_sandbox/faults" -H 'content-type: application/json' \
+  -d '{"error_rate":1.0,"error_statuses":[400],"routes":["POST /lead/"]}' >/dev/null
+REFUSED=$(curl -fsS -X POST "http://$HULL/_sandbox/accounts" -H 'content-type: application/json' \
+  -d "{\"domain\":\"refused.example.com\",\"name\":\"Refused by Close\",\"segment_ids\":[\"$SEGMENT\"]}" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+curl -fsS -X POST "http://$HULL/_sandbox/notify" -H 'content-type: application/json' \
+  -d "{\"connector_id\":\"$CONNECTOR_ID\",\"channel\":\"account:update\",\"ids\":[\"$REFUSED\"]}" >/dev/null
+for _ in $(seq 1 60); do
+  ./target/debug/closeio-ctl --json dlq list | grep -q '"id"' && break
+  sleep 0.5
+done
+# Close accepts leads again: the dead letter can now be replayed from the console.
+curl -fsS -X PUT "http://$CLOSE/_sandbox/faults" -H 'content-type: application/json' -d '{}' >/dev/null
+./target/debug/closeio-ctl dlq list
+
+echo
+echo "Ops console: http://$ADMIN_LISTEN/console/"
+echo "             log in with the admin token: $ADMIN_TOKEN"
+echo "             (Dead letters → the refused account → Replay: the lead appears in Close)"
+echo "Hull tab:    http://$INGEST/admin?organization=$HULL&ship=$CONNECTOR_ID&secret=$CONNECTOR_SECRET"
 echo "Metrics:    http://$INGEST/metrics  http://127.0.0.1:9101/metrics  http://127.0.0.1:9102/metrics"
 echo "Logs:       .run/*.log"
 if $ONCE; then exit 0; fi

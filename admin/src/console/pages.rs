@@ -424,7 +424,7 @@ pub async fn overview(
             },
             last_429: b
                 .last_rate_limited_at
-                .map(|t| ago(t))
+                .map(ago)
                 .unwrap_or_else(|| "never".into()),
         })
         .collect();
@@ -553,7 +553,7 @@ pub async fn connector(
             kind: r.kind.to_string(),
             state: r.state.to_string(),
             started: when(Some(r.started_at)),
-            finished: r.finished_at.map(|t| ago(t)).unwrap_or_else(|| "—".into()),
+            finished: r.finished_at.map(ago).unwrap_or_else(|| "—".into()),
             pages: r.pages_done,
             leads: r.leads_imported,
             contacts: r.contacts_imported,
