@@ -65,6 +65,31 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Registers counter `name` with `labels` at 0 (a counter that exists already keeps its value).
+/// Counters of rare events are declared at start this way, so that they are exported before
+/// the first event and `increase()` / `rate()` in alert rules see that first event.
+pub fn declare_counter(name: &'static str, labels: &[(&'static str, &'static str)]) {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, *v))
+        .collect();
+    metrics::counter!(name, labels).increment(0);
+}
+
+/// Declares the Close client's counters of rare events, per endpoint group (processes that
+/// call Close: the worker and the scheduler).
+pub fn declare_close_counters() {
+    for group in closeio::EndpointGroup::ALL {
+        for name in [
+            "closeio_rate_limited_total",
+            "closeio_budget_busy_total",
+            "closeio_write_resent_after_429_total",
+        ] {
+            declare_counter(name, &[("group", group.as_str())]);
+        }
+    }
+}
+
 /// A readiness probe: resolves to `Err(reason)` when a dependency is not usable.
 pub type ReadinessCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;

@@ -223,13 +223,27 @@ pub fn router(app: App) -> Router {
         .merge(ops)
 }
 
-/// Binds `addr` and serves until `shutdown` is cancelled. Returns the bound address and the
-/// server task. Fails when `ENCRYPTION_KEY` cannot open the stored secrets.
+/// Ingest's counters of rare events, exported at 0 from the start (see
+/// `common::telemetry::declare_counter`).
+fn declare_metrics() {
+    use common::telemetry::declare_counter;
+    for reason in ["organization", "secret", "unconfirmed", "extract_host"] {
+        declare_counter("ingest_rejections_total", &[("reason", reason)]);
+    }
+    for outcome in ["accepted", "duplicate", "ignored", "rejected"] {
+        declare_counter("ingest_webhooks_total", &[("outcome", outcome)]);
+    }
+    declare_counter("ingest_messages_refused_total", &[]);
+}
+
+/// Binds `cfg.listen` and serves until `shutdown` is cancelled. Returns the bound address and
+/// the server task. Fails when `ENCRYPTION_KEY` cannot open the stored secrets.
 pub async fn start(
     cfg: IngestConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listen = cfg.listen;
+    declare_metrics();
     let app = App::new(cfg)?;
     app.store
         .check_key_at_start()

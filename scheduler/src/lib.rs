@@ -88,6 +88,18 @@ pub struct TickReport {
     pub dead_letters_expired: u64,
 }
 
+/// The scheduler's counters, exported at 0 from the start (see
+/// `common::telemetry::declare_counter`).
+fn declare_metrics() {
+    use common::telemetry::declare_counter;
+    declare_counter("scheduler_retries_republished_total", &[]);
+    declare_counter("scheduler_dead_letters_expired_total", &[]);
+    for kind in ["full", "incremental"] {
+        declare_counter("scheduler_fetch_runs_started_total", &[("kind", kind)]);
+    }
+    common::telemetry::declare_close_counters();
+}
+
 /// The scheduler.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -106,6 +118,9 @@ pub struct Scheduler {
 impl Scheduler {
     /// Builds the clients.
     pub fn new(cfg: SchedulerConfig) -> anyhow::Result<Scheduler> {
+        declare_metrics();
+        // A replica is not active until it holds the lock; exported from the start.
+        metrics::gauge!("scheduler_active").set(0.0);
         let Clients {
             store,
             queue,

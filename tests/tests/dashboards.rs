@@ -54,7 +54,16 @@ fn our_metrics(expr: &str) -> Vec<String> {
         "outgoing_",
         "incoming_",
     ];
-    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+    // Label values (`job="outgoing_account"`) are not metric names.
+    let unquoted: String = expr
+        .split('"')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 0)
+        .map(|(_, part)| part)
+        .collect::<Vec<_>>()
+        .join(" ");
+    unquoted
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .filter(|t| OURS.iter().any(|p| t.starts_with(p)))
         .map(|t| {
             ["_bucket", "_sum", "_count"]
@@ -77,6 +86,142 @@ fn exprs_of_dashboard(v: &Value, out: &mut Vec<String>) {
         Value::Array(a) => a.iter().for_each(|x| exprs_of_dashboard(x, out)),
         _ => {}
     }
+}
+
+/// Every metric of ours the dashboards and alert rules query, with where it is queried.
+fn queried() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root().join("deploy/grafana/dashboards"))
+        .expect("dashboards")
+        .flatten()
+    {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.path()).expect("dashboard"))
+                .expect("dashboard parses");
+        let mut exprs = Vec::new();
+        exprs_of_dashboard(&v, &mut exprs);
+        for e in exprs {
+            for m in our_metrics(&e) {
+                out.push((entry.path().display().to_string(), m));
+            }
+        }
+    }
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).expect("alerts"),
+    )
+    .expect("alerts parse");
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().unwrap_or("?");
+            for m in our_metrics(rule["expr"].as_str().unwrap_or("")) {
+                out.push((format!("alert {name}"), m));
+            }
+        }
+    }
+    out
+}
+
+/// The services run with a small workload (notifications of accounts and users, their Close
+/// writes and firehose batches, a full import, a scheduler pass), then `/metrics` is scraped
+/// over HTTP: every metric a dashboard or an alert queries must be in it. The three services
+/// run in this test's process, as the libraries their binaries are thin mains over, so one
+/// registry serves them all; counters of rare events are declared at 0 when each service
+/// starts (`common::telemetry::declare_counter`), which this test also proves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_queried_metric_is_scraped_from_the_running_services() {
+    use harness::{EnvOptions, TestEnv, CONNECTOR_ID, SYNC_SEGMENT};
+    use serde_json::json;
+
+    // The process-wide recorder, installed before any service records anything.
+    common::telemetry::metrics_handle();
+    let env = TestEnv::start(EnvOptions {
+        accounts: vec![
+            json!({"domain": "one.example.com", "name": "One", "segment_ids": [SYNC_SEGMENT]}),
+            json!({"domain": "two.example.com", "name": "Two", "segment_ids": [SYNC_SEGMENT]}),
+        ],
+        // Slow enough that requests wait for their slot (`closeio_budget_wait_seconds`).
+        vars: vec![("CLOSE_RATE_LIMIT_RPS".into(), "5".into())],
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("env");
+    let ids: Vec<String> = ["one.example.com", "two.example.com"]
+        .iter()
+        .map(|d| env.hull.find_account("domain", d).expect("account").id)
+        .collect();
+    env.hull
+        .notify(CONNECTOR_ID, "account:update", &ids)
+        .await
+        .expect("notify");
+    env.drain().await.expect("drain");
+    let scheduler = env.scheduler().expect("scheduler");
+    for _ in 0..3 {
+        scheduler.tick().await;
+        env.drain().await.expect("drain");
+    }
+
+    let body = reqwest::get(format!("{}/metrics", env.ingest_url()))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let scraped: BTreeSet<String> = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n)
+                .to_owned()
+        })
+        .collect();
+    let missing: BTreeSet<String> = queried()
+        .into_iter()
+        .filter(|(_, m)| !scraped.contains(m))
+        .map(|(at, m)| format!("{m} (queried by {at})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not exported by the running services: {missing:#?}\nscraped: {scraped:#?}"
+    );
+    env.cleanup().await;
+}
+
+/// promtool's own checks of the scrape configuration and the rules, when promtool is installed
+/// (`.ci/run` installs it; elsewhere the test says it skipped, unless `CI` is set).
+#[test]
+fn promtool_accepts_the_config_and_the_rules() {
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let run = |args: &[&str]| {
+        std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(root())
+            .output()
+    };
+    let config = match run(&["check", "config", "deploy/prometheus/prometheus.yml"]) {
+        Ok(o) => o,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("promtool not found ({e}): skipped; .ci/run installs it");
+            return;
+        }
+        Err(e) => panic!("promtool is required in CI: {e}"),
+    };
+    assert!(
+        config.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&config.stdout),
+        String::from_utf8_lossy(&config.stderr)
+    );
+    let rules = run(&["check", "rules", "deploy/prometheus/alerts.yml"]).expect("promtool");
+    assert!(
+        rules.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&rules.stdout),
+        String::from_utf8_lossy(&rules.stderr)
+    );
 }
 
 #[test]

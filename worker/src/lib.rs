@@ -210,6 +210,41 @@ pub fn note_settings_version(version: i64) {
     let _ = SETTINGS_SEEN.try_with(|c| c.set(Some(version)));
 }
 
+/// The worker's counters of rare events, exported at 0 from the start (see
+/// `common::telemetry::declare_counter`): the failure outcomes of every job kind, split
+/// firehose batches, incoming imports, and the Close client's.
+fn declare_metrics() {
+    use common::telemetry::declare_counter;
+    for job in [
+        "outgoing_account",
+        "outgoing_user",
+        "fetch_start",
+        "fetch_page",
+        "refresh_lead",
+        "close_deleted",
+    ] {
+        for outcome in ["retry", "parked", "deferred", "dead", "panicked"] {
+            declare_counter("worker_jobs_total", &[("job", job), ("outcome", outcome)]);
+        }
+    }
+    declare_counter(
+        "worker_jobs_total",
+        &[("job", "unreadable"), ("outcome", "dead")],
+    );
+    declare_counter("worker_firehose_batches_split_total", &[]);
+    for name in [
+        "incoming_leads_total",
+        "incoming_contacts_total",
+        "incoming_pages_total",
+    ] {
+        declare_counter(name, &[]);
+    }
+    for kind in ["full", "incremental"] {
+        declare_counter("incoming_runs_total", &[("kind", kind)]);
+    }
+    common::telemetry::declare_close_counters();
+}
+
 /// Runs a job's future, turning a panic into an error message instead of losing the job.
 pub async fn catch_panic<T>(fut: impl std::future::Future<Output = T>) -> Result<T, String> {
     use futures::FutureExt;
@@ -248,6 +283,7 @@ pub struct Worker {
 impl Worker {
     /// Builds the clients. Connections are opened on demand.
     pub fn new(cfg: WorkerConfig) -> Result<Worker, anyhow::Error> {
+        declare_metrics();
         let Clients {
             store,
             queue,

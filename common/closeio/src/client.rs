@@ -92,6 +92,19 @@ pub enum EndpointGroup {
 }
 
 impl EndpointGroup {
+    /// Every group.
+    pub const ALL: [EndpointGroup; 9] = [
+        EndpointGroup::LeadRead,
+        EndpointGroup::LeadWrite,
+        EndpointGroup::ContactRead,
+        EndpointGroup::ContactWrite,
+        EndpointGroup::Search,
+        EndpointGroup::Event,
+        EndpointGroup::Meta,
+        EndpointGroup::Webhook,
+        EndpointGroup::Me,
+    ];
+
     /// Metric label value.
     pub fn as_str(&self) -> &'static str {
         match self {
