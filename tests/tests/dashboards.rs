@@ -236,6 +236,21 @@ fn every_dashboard_and_alert_queries_only_exported_metrics() {
         let v: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
         assert!(v["title"].is_string(), "{}", entry.path().display());
+        // docs/operations.md lists every dashboard and its panels.
+        let operations =
+            std::fs::read_to_string(root().join("docs/operations.md")).expect("operations.md");
+        let title = v["title"].as_str().unwrap_or_default();
+        assert!(
+            operations.contains(&format!("**{title}**")),
+            "docs/operations.md does not list the dashboard {title}"
+        );
+        for panel in v["panels"].as_array().into_iter().flatten() {
+            let name = panel["title"].as_str().unwrap_or_default();
+            assert!(
+                operations.contains(name),
+                "docs/operations.md does not list the panel {name:?} of {title}"
+            );
+        }
         let mut exprs = Vec::new();
         exprs_of_dashboard(&v, &mut exprs);
         assert!(!exprs.is_empty(), "{} has no query", entry.path().display());
