@@ -8,7 +8,6 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use admin::Admin;
 use common::jobs::QueueKind;
 use support::*;
 
@@ -22,16 +21,7 @@ struct Api {
 
 impl Api {
     async fn start(f: &Fixture) -> Api {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let admin = Admin::new(f.store(KEY_A, None), f.queue());
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        tokio::spawn(
-            async move { admin::serve(listener, admin, TOKEN, Default::default(), s).await },
-        );
+        let (base, stop) = serve_admin(f, TOKEN).await;
         Api {
             base,
             http: reqwest::Client::new(),

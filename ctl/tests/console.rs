@@ -23,16 +23,7 @@ struct Console {
 
 impl Console {
     async fn start(f: &Fixture) -> Console {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let admin = Admin::new(f.store(KEY_A, None), f.queue());
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        tokio::spawn(
-            async move { admin::serve(listener, admin, TOKEN, Default::default(), s).await },
-        );
+        let (base, stop) = serve_admin(f, TOKEN).await;
         Console {
             base,
             http: reqwest::Client::builder()

@@ -215,14 +215,7 @@ pub fn note_settings_version(version: i64) {
 /// firehose batches, incoming imports, and the Close client's.
 fn declare_metrics() {
     use common::telemetry::declare_counter;
-    for job in [
-        "outgoing_account",
-        "outgoing_user",
-        "fetch_start",
-        "fetch_page",
-        "refresh_lead",
-        "close_deleted",
-    ] {
+    for job in common::jobs::Job::NAMES {
         for outcome in ["retry", "parked", "deferred", "dead", "panicked"] {
             declare_counter("worker_jobs_total", &[("job", job), ("outcome", outcome)]);
         }

@@ -457,14 +457,7 @@ async fn write_new_lead(
     }
     let create_body = mapping::lead_body(&t.settings, account, true);
     if nested.is_empty() {
-        let lead = noting_body(
-            ctx.close
-                .create_lead(&t.key, &create_body)
-                .await
-                .map_err(JobError::from),
-            &create_body,
-        )?;
-        return Ok((lead, Action::Created));
+        return Ok((create_lead(ctx, t, &create_body).await?, Action::Created));
     }
     let mut with_contacts = create_body.clone();
     let contacts = nested
@@ -486,17 +479,21 @@ async fn write_new_lead(
                 "Close refused the new lead with its contacts nested; creating it alone"
             );
             nested.clear();
-            let lead = noting_body(
-                ctx.close
-                    .create_lead(&t.key, &create_body)
-                    .await
-                    .map_err(JobError::from),
-                &create_body,
-            )?;
-            Ok((lead, Action::Created))
+            Ok((create_lead(ctx, t, &create_body).await?, Action::Created))
         }
         Err(e) => noting_body(Err(e.into()), &with_contacts),
     }
+}
+
+/// `POST /lead/` with `body`, kept for the job's dead letter if Close refuses it.
+async fn create_lead(ctx: &Ctx, t: &Tenant, body: &Map<String, Value>) -> Result<Value, JobError> {
+    noting_body(
+        ctx.close
+            .create_lead(&t.key, body)
+            .await
+            .map_err(JobError::from),
+        body,
+    )
 }
 
 /// The value of the lead's identifier field in `body`, if any.

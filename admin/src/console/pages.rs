@@ -768,15 +768,13 @@ struct FilterView {
     all: bool,
 }
 
-const JOB_KINDS: [&str; 7] = [
-    "outgoing_account",
-    "outgoing_user",
-    "fetch_start",
-    "fetch_page",
-    "refresh_lead",
-    "close_deleted",
-    "unreadable",
-];
+/// The job kinds a dead letter can have: every job's, and `unreadable` (a message that was
+/// not a job).
+fn job_kinds() -> impl Iterator<Item = &'static str> {
+    domain::jobs::Job::NAMES
+        .into_iter()
+        .chain(std::iter::once("unreadable"))
+}
 
 /// The dead-letter filter with the outcome of the last action.
 #[derive(Debug, Default, Deserialize)]
@@ -904,8 +902,7 @@ pub async fn dead_letters(
             (c.id, selected)
         })
         .collect();
-    let kinds = JOB_KINDS
-        .into_iter()
+    let kinds = job_kinds()
         .map(|k| (k, f.kind.as_deref() == Some(k)))
         .collect();
     let since = Since::ALL

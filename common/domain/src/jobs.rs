@@ -138,6 +138,17 @@ impl Job {
     }
 
     /// A short name for logs and metrics.
+    /// The name of every kind of job, as [`Job::name`] gives them.
+    pub const NAMES: [&'static str; 6] = [
+        "outgoing_account",
+        "outgoing_user",
+        "fetch_start",
+        "fetch_page",
+        "refresh_lead",
+        "close_deleted",
+    ];
+
+    /// The job's kind, as logs, metrics and dead letters name it (one of [`Job::NAMES`]).
     pub fn name(&self) -> &'static str {
         match self {
             Job::OutgoingAccount(_) => "outgoing_account",

@@ -242,6 +242,28 @@ pub struct DeadLetterQuery {
     pub include_replayed: bool,
 }
 
+impl DeadLetterQuery {
+    /// The `ILIKE` pattern of `error_contains`.
+    fn pattern(&self) -> Option<String> {
+        self.error_contains.as_ref().map(|e| format!("%{e}%"))
+    }
+
+    /// The parameters `$1`..`$6` of [`DEAD_LETTER_WHERE`].
+    fn params<'a>(
+        &'a self,
+        pattern: &'a Option<String>,
+    ) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
+        vec![
+            &self.connector,
+            &self.job_name,
+            &self.error_class,
+            pattern,
+            &self.since,
+            &self.include_replayed,
+        ]
+    }
+}
+
 /// Dead letters of one error class, by age.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ErrorClassCount {
@@ -620,22 +642,16 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         let c = self.pool.get().await?;
-        let pattern = q.error_contains.as_ref().map(|e| format!("%{e}%"));
+        let pattern = q.pattern();
+        let mut params = q.params(&pattern);
+        params.push(&limit);
         let rows = c
             .query_p(
                 &format!(
                     "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE {DEAD_LETTER_WHERE}
                      ORDER BY created_at DESC LIMIT $7"
                 ),
-                &[
-                    &q.connector,
-                    &q.job_name,
-                    &q.error_class,
-                    &pattern,
-                    &q.since,
-                    &q.include_replayed,
-                    &limit,
-                ],
+                &params,
             )
             .await?;
         Ok(rows.iter().map(dead_letter_from_row).collect())
@@ -647,7 +663,7 @@ impl Store {
         q: &DeadLetterQuery,
     ) -> Result<Vec<ErrorClassCount>, StoreError> {
         let c = self.pool.get().await?;
-        let pattern = q.error_contains.as_ref().map(|e| format!("%{e}%"));
+        let pattern = q.pattern();
         let rows = c
             .query_p(
                 &format!(
@@ -659,14 +675,7 @@ impl Store {
                      FROM dead_letters WHERE {DEAD_LETTER_WHERE}
                      GROUP BY error_class ORDER BY count(*) DESC, error_class"
                 ),
-                &[
-                    &q.connector,
-                    &q.job_name,
-                    &q.error_class,
-                    &pattern,
-                    &q.since,
-                    &q.include_replayed,
-                ],
+                &q.params(&pattern),
             )
             .await?;
         Ok(rows
@@ -684,17 +693,10 @@ impl Store {
     /// Deletes the dead letters matching `q`; returns how many.
     pub async fn purge_dead_letters_where(&self, q: &DeadLetterQuery) -> Result<u64, StoreError> {
         let c = self.pool.get().await?;
-        let pattern = q.error_contains.as_ref().map(|e| format!("%{e}%"));
+        let pattern = q.pattern();
         Ok(c.execute_p(
             &format!("DELETE FROM dead_letters WHERE {DEAD_LETTER_WHERE}"),
-            &[
-                &q.connector,
-                &q.job_name,
-                &q.error_class,
-                &pattern,
-                &q.since,
-                &q.include_replayed,
-            ],
+            &q.params(&pattern),
         )
         .await?)
     }

@@ -171,3 +171,20 @@ pub fn parse(stdout: &[u8]) -> Value {
     serde_json::from_slice(stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(stdout)))
 }
+
+/// Serves the admin listener (JSON API and console) of fixture `f` with `token` on an
+/// ephemeral port; returns its base URL and the token that stops it.
+pub async fn serve_admin(
+    f: &Fixture,
+    token: &'static str,
+) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let admin = admin::Admin::new(f.store(KEY_A, None), f.queue());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move { admin::serve(listener, admin, token, Default::default(), s).await });
+    (base, stop)
+}
