@@ -176,10 +176,29 @@ async fn dlq_classes(
     Ok(Json(json!({"classes": classes})))
 }
 
+/// `POST /dlq/purge?…`: an empty filter would delete every dead letter; that takes
+/// `everything=true`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PurgeGuard {
+    everything: bool,
+}
+
 async fn purge_matching(
     State(s): State<ApiState>,
     Query(f): Query<DlqFilter>,
+    Query(guard): Query<PurgeGuard>,
 ) -> Result<Json<Value>, AdminError> {
+    let unfiltered = DlqFilter {
+        all: f.all,
+        limit: f.limit,
+        ..DlqFilter::default()
+    };
+    if f == unfiltered && !guard.everything {
+        return Err(AdminError::BadRequest(
+            "no filter given: add one (connector, kind, class, error, since, until), or everything=true to delete every dead letter".into(),
+        ));
+    }
     let n = s.admin.purge_matching(&f).await?;
     Ok(Json(json!({"deleted": n})))
 }

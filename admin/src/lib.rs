@@ -52,11 +52,19 @@ pub struct AdminConfig {
     #[arg(id = "admin_token", env = "ADMIN_TOKEN", value_parser = admin_token)]
     pub token: Option<String>,
     /// Dead letters older than this many days are deleted by the scheduler (0: kept until
-    /// purged by hand)
-    #[arg(env = "DEAD_LETTER_RETENTION_DAYS", default_value = "30")]
+    /// purged by hand; at most 36500)
+    #[arg(
+        env = "DEAD_LETTER_RETENTION_DAYS",
+        default_value = "30",
+        value_parser = clap::value_parser!(u32).range(0..=36_500)
+    )]
     pub dead_letter_retention_days: u32,
-    /// Hours an ops console session lasts after logging in (at least 1)
-    #[arg(env = "CONSOLE_SESSION_HOURS", default_value = "12", value_parser = config::positive::<u32>)]
+    /// Hours an ops console session lasts after logging in (1 to 8760)
+    #[arg(
+        env = "CONSOLE_SESSION_HOURS",
+        default_value = "12",
+        value_parser = clap::value_parser!(u32).range(1..=8_760)
+    )]
     pub console_session_hours: u32,
 }
 
@@ -153,6 +161,9 @@ pub struct DlqFilter {
     pub class: Option<String>,
     /// Only those that died in the last `hour`, `day` or `week`.
     pub since: Option<Since>,
+    /// Only those that died at or before this instant (RFC 3339): a bulk action confirmed on
+    /// a page acts on what the page counted.
+    pub until: Option<DateTime<Utc>>,
     /// Include dead letters already replayed.
     pub all: bool,
     /// At most this many (default 50).
@@ -204,6 +215,7 @@ impl DlqFilter {
             error_class: given(&self.class),
             error_contains: given(&self.error),
             since: self.since.map(Since::start),
+            until: self.until,
             include_replayed: self.all,
         }
     }
@@ -219,7 +231,9 @@ pub enum ReplayTarget {
         /// Only this connector.
         connector: Option<String>,
     },
-    /// Every dead letter matching a filter (up to [`MAX_LIMIT`]).
+    /// Every dead letter matching a filter that was not replayed yet (the newest
+    /// [`MAX_LIMIT`]): a dead letter replayed before is either synced or dead again as a newer
+    /// dead letter, so replaying it again would send an old snapshot or the same job twice.
     Matching(DlqFilter),
 }
 
@@ -520,6 +534,11 @@ impl Admin {
         Ok(self.store.dead_letters_where(&f.query(), limit).await?)
     }
 
+    /// How many dead letters match `f` (its `limit` aside).
+    pub async fn count_dead_letters(&self, f: &DlqFilter) -> Result<i64, AdminError> {
+        Ok(self.store.count_dead_letters_where(&f.query()).await?)
+    }
+
     /// Dead letters matching `f`, counted per error class and age (the last hour, day, week).
     pub async fn error_classes(
         &self,
@@ -536,31 +555,27 @@ impl Admin {
             .dead_letter_by_id(id)
             .await?
             .ok_or(AdminError::NoDeadLetter(id))?;
-        let (kind, entity) = match serde_json::from_value::<Envelope>(d.envelope.clone()) {
-            Ok(env) => match &env.job {
-                domain::jobs::Job::OutgoingAccount(m) => {
-                    ("account", m.message.get("account").cloned())
-                }
-                domain::jobs::Job::OutgoingUser(m) => ("user", m.message.get("user").cloned()),
-                _ => ("", None),
-            },
-            Err(_) => ("", None),
-        };
-        let hull_id = entity
-            .as_ref()
-            .and_then(|e| e.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let entity_state = match &hull_id {
-            Some(h) if !kind.is_empty() => {
-                self.store.entity_state(&d.connector_id, kind, h).await?
-            }
+        let env = serde_json::from_value::<Envelope>(d.envelope.clone()).ok();
+        let entity = env.as_ref().and_then(|env| match &env.job {
+            domain::jobs::Job::OutgoingAccount(m) => m.message.get("account").cloned(),
+            domain::jobs::Job::OutgoingUser(m) => m.message.get("user").cloned(),
             _ => None,
+        });
+        // The entity as the sync state keys it (an account without a Hull id by its
+        // external id or domain).
+        let key = env.as_ref().and_then(|env| env.job.outgoing_entity());
+        let entity_state = match &key {
+            Some((kind, hull_id)) => {
+                self.store
+                    .entity_state(&d.connector_id, kind.as_str(), hull_id)
+                    .await?
+            }
+            None => None,
         };
         let close_id = entity_state.as_ref().and_then(|s| s.close_id.clone());
-        let close_object = match close_id {
-            None => CloseObject::NotSynced,
-            Some(cid) => self.close_object(&d.connector_id, kind, cid).await?,
+        let close_object = match (close_id, &key) {
+            (Some(cid), Some((kind, _))) => self.close_object(&d.connector_id, *kind, cid).await?,
+            _ => CloseObject::NotSynced,
         };
         Ok(DeadLetterDetail {
             dead_letter: d,
@@ -573,7 +588,7 @@ impl Admin {
     async fn close_object(
         &self,
         connector: &str,
-        kind: &str,
+        kind: domain::jobs::EntityKind,
         id: String,
     ) -> Result<CloseObject, AdminError> {
         let Some(close) = &self.close else {
@@ -595,7 +610,7 @@ impl Admin {
             }
         };
         let read = async {
-            if kind == "user" {
+            if kind == domain::jobs::EntityKind::User {
                 close.get_contact(&key, &id).await
             } else {
                 close.get_lead(&key, &id).await
@@ -705,7 +720,8 @@ impl Admin {
                     .await?
             }
             ReplayTarget::Matching(f) => {
-                self.store.dead_letters_where(&f.query(), MAX_LIMIT).await?
+                let q = DlqFilter { all: false, ..f }.query();
+                self.store.dead_letters_where(&q, MAX_LIMIT).await?
             }
         };
         let mut replayed = 0;

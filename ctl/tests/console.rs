@@ -572,3 +572,177 @@ async fn dead_letters_older_than_the_retention_are_deleted() {
     assert_eq!(left, vec![fresh]);
     f.cleanup().await;
 }
+
+#[tokio::test]
+async fn bulk_actions_act_on_what_the_confirmation_counted() {
+    let f = Fixture::new().await;
+    let store = f.store(KEY_A, None);
+    seed_connector(&store).await;
+    f.queue().declare_topology().await.expect("topology");
+    let replayed_before = seed_dead_letter(&store, "old.example.com").await;
+    store.mark_replayed(replayed_before).await.expect("mark");
+    let waiting = seed_dead_letter(&store, "waiting.example.com").await;
+    let c = Console::start(&f).await;
+    let session = c.login().await;
+    let (_, csrf) = c.page("/console/dead-letters?all=1", &session).await;
+
+    // Replay all matching, "replayed too" checked: only the one not replayed yet.
+    let confirm = c
+        .post(
+            "/console/dead-letters/replay?all=1",
+            Some(&session),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    let html = confirm.text().await.expect("html");
+    assert!(html.contains("Replay 1 dead letter(s)?"), "{html}");
+    let action = hidden_action(&html);
+    assert!(action.contains("until="), "the action is pinned: {action}");
+    let done = c
+        .post(
+            &action,
+            Some(&session),
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert!(
+        location(&done).contains("done=replayed&n=1"),
+        "{}",
+        location(&done)
+    );
+    assert!(replayed(&store, waiting).await);
+
+    // Purge: a dead letter that dies after the confirmation page is not deleted with them.
+    let confirm = c
+        .post(
+            "/console/dead-letters/purge?all=1",
+            Some(&session),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    let html = confirm.text().await.expect("html");
+    assert!(html.contains("Delete 2 dead letter(s)?"), "{html}");
+    let action = hidden_action(&html);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let newer = seed_dead_letter(&store, "newer.example.com").await;
+    let done = c
+        .post(
+            &action,
+            Some(&session),
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert!(
+        location(&done).contains("done=purged&n=2"),
+        "{}",
+        location(&done)
+    );
+    let left: Vec<_> = store
+        .dead_letters(None, None, None, true, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(left, vec![newer]);
+
+    // The JSON API does not purge everything without being told so.
+    let api = |p: &str| {
+        c.http
+            .post(format!("{}{p}", c.base))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    assert_eq!(
+        api("/dlq/purge").await.expect("r").status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        store
+            .dead_letters(None, None, None, true, 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    let r: Value = api("/dlq/purge?everything=true")
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["deleted"], 1);
+    f.cleanup().await;
+}
+
+/// The action of the confirmation form (the page's only form with `confirm`).
+fn hidden_action(html: &str) -> String {
+    let at = html.find("name=\"confirm\"").expect("confirm form");
+    let start = html[..at].rfind("action=\"").expect("action") + 8;
+    let end = start + html[start..].find('"').expect("end");
+    html[start..end].replace("&#38;", "&").replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn a_new_admin_token_ends_the_sessions_of_the_old_one() {
+    let f = Fixture::new().await;
+    seed_connector(&f.store(KEY_A, None)).await;
+    let old = Console::start(&f).await;
+    let session = old.login().await;
+    assert_eq!(
+        old.get("/console/", Some(&session)).await.status(),
+        StatusCode::OK
+    );
+    // The same database served with another token (as after rotating ADMIN_TOKEN).
+    let (base, stop) = serve_admin(&f, "a-rotated-console-token-0123456789").await;
+    let rotated = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!("{base}/console/"))
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(rotated.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&rotated), "/console/login");
+    stop.cancel();
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_ids_and_filters_get_a_page_that_names_them() {
+    let f = Fixture::new().await;
+    let store = f.store(KEY_A, None);
+    seed_connector(&store).await;
+    let percent = {
+        let mut env = account_job("percent.example.com");
+        env.attempt = 0;
+        store
+            .dead_letter(&env, "Close: 100% refused", "close_bad_request", None)
+            .await
+            .expect("dead letter")
+    };
+    seed_dead_letter(&store, "plain.example.com").await;
+    let c = Console::start(&f).await;
+    let session = c.login().await;
+    for path in [
+        "/console/dead-letters/not-an-id",
+        "/console/dead-letters?until=yesterday",
+    ] {
+        let r = c.get(path, Some(&session)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let html = r.text().await.expect("html");
+        assert!(html.contains("<h1>400 Bad Request</h1>"), "{path}: {html}");
+    }
+    // `%` in the error filter is the character, not a wildcard.
+    let (html, _) = c.page("/console/dead-letters?error=100%25", &session).await;
+    assert!(html.contains(&percent.to_string()));
+    assert!(html.contains("1 matching"), "{html}");
+    let (html, _) = c.page("/console/dead-letters?error=%25", &session).await;
+    assert!(
+        html.contains("1 matching"),
+        "only the one with a % in its error"
+    );
+    f.cleanup().await;
+}

@@ -324,7 +324,11 @@ impl Worker {
         let job_name = env.job.name();
         let in_flight = InFlight::enter(&self.ctx.in_flight);
         let inline = self.ctx.cfg.inline_retries;
-        let result = (|| async { self.run_job(&env).await })
+        let result = (|| async {
+            // Each attempt records the body of its own failed write (see `note_failed_body`).
+            let _ = FAILED_BODY.try_with(|b| b.borrow_mut().take());
+            self.run_job(&env).await
+        })
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(200))

@@ -225,14 +225,13 @@ async fn sync(
     let (answer, action) = match (written, &target) {
         (Some(w), _) => w,
         (None, Target::Lead { account }) => {
-            let new = noting_body(new_lead(ctx, t, account, &body, hull_id).await, &body)?;
+            let new = new_lead(ctx, t, account, &body, hull_id).await?;
             (nested, gathered) = (new.nested, new.gathered);
             (new.lead, new.action)
         }
-        (None, Target::Contact { user, lead_id }) => noting_body(
-            create_or_adopt_contact(ctx, t, user, &body, lead_id).await,
-            &body,
-        )?,
+        (None, Target::Contact { user, lead_id }) => {
+            create_or_adopt_contact(ctx, t, user, &body, lead_id).await?
+        }
     };
     let close_id = answer
         .get("id")
@@ -321,9 +320,9 @@ fn log_unchanged(kind: EntityKind, hull_id: &str, close_id: &str) {
 /// creation to be committed.
 const GATHER_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Passes `r` through, recording `body` for the job's dead letter when the write failed (not
-/// when it was only deferred). The innermost call records the body of the request that
-/// failed; callers further out do not replace it.
+/// Passes `r`, the result of a Close write of `body`, through, recording `body` for the job's
+/// dead letter when the write failed (not when it was only deferred). Only write calls are
+/// wrapped, so the body recorded is the one Close refused.
 fn noting_body<T>(r: Result<T, JobError>, body: &Map<String, Value>) -> Result<T, JobError> {
     if let Err(e) = &r {
         if !matches!(e, JobError::Deferred { .. } | JobError::Later { .. }) {
@@ -487,13 +486,13 @@ async fn write_new_lead(
 
 /// `POST /lead/` with `body`, kept for the job's dead letter if Close refuses it.
 async fn create_lead(ctx: &Ctx, t: &Tenant, body: &Map<String, Value>) -> Result<Value, JobError> {
-    noting_body(
-        ctx.close
-            .create_lead(&t.key, body)
-            .await
-            .map_err(JobError::from),
-        body,
-    )
+    written(ctx.close.create_lead(&t.key, body).await, body)
+}
+
+/// The answer of a Close write of `body`; the body is kept for the job's dead letter when the
+/// write failed.
+fn written<T>(r: Result<T, CloseError>, body: &Map<String, Value>) -> Result<T, JobError> {
+    noting_body(r.map_err(JobError::from), body)
 }
 
 /// The value of the lead's identifier field in `body`, if any.
@@ -549,7 +548,7 @@ async fn adopt_lead(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let lead = ctx.close.update_lead(&t.key, &id, body).await?;
+    let lead = written(ctx.close.update_lead(&t.key, &id, body).await, body)?;
     Ok((lead, Action::Adopted))
 }
 
@@ -855,9 +854,9 @@ async fn create_or_adopt_contact(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let contact = ctx.close.update_contact(&t.key, &id, body).await?;
+        let contact = written(ctx.close.update_contact(&t.key, &id, body).await, body)?;
         return Ok((contact, Action::Adopted));
     }
-    let contact = ctx.close.create_contact(&t.key, body).await?;
+    let contact = written(ctx.close.create_contact(&t.key, body).await, body)?;
     Ok((contact, Action::Created))
 }

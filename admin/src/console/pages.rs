@@ -642,6 +642,12 @@ pub async fn fetch_now(
     ))
 }
 
+/// An id of a path: a malformed one is answered with a page, not a bare 400.
+fn parse_id(raw: &str) -> Result<Uuid, PageError> {
+    raw.parse()
+        .map_err(|_| PageError(AdminError::BadRequest(format!("{raw:?} is not an id"))))
+}
+
 fn url_part(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -717,7 +723,8 @@ pub async fn retries(
 }
 
 /// `POST /console/retries/{id}/retry`.
-pub async fn retry_now(State(state): State<ConsoleState>, Path(id): Path<Uuid>) -> PageResult {
+pub async fn retry_now(State(state): State<ConsoleState>, Path(id): Path<String>) -> PageResult {
+    let id = parse_id(&id)?;
     state.admin.retry_now(id).await?;
     Ok(done("/console/retries", "retry", None))
 }
@@ -786,8 +793,9 @@ pub struct DeadFilter {
     error: Option<String>,
     since: Option<String>,
     all: Option<String>,
+    until: Option<String>,
     done: Option<String>,
-    n: Option<u64>,
+    n: Option<String>,
 }
 
 impl DeadFilter {
@@ -805,12 +813,25 @@ impl DeadFilter {
                     })?,
             ),
         };
+        let until = match self.until.as_deref().unwrap_or("") {
+            "" => None,
+            other => Some(other.parse::<DateTime<Utc>>().map_err(|_| {
+                AdminError::BadRequest(format!("until must be an RFC 3339 instant, not {other:?}"))
+            })?),
+        };
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
         Ok(DlqFilter {
-            connector: self.connector.clone(),
-            kind: self.kind.clone(),
-            class: self.class.clone(),
-            error: self.error.clone(),
+            connector: given(&self.connector),
+            kind: given(&self.kind),
+            class: given(&self.class),
+            error: self.error.clone().filter(|e| !e.trim().is_empty()),
             since,
+            until,
             all: matches!(self.all.as_deref(), Some("1" | "true" | "on")),
             limit: Some(LIST_LIMIT),
         })
@@ -825,6 +846,7 @@ impl DeadFilter {
             ("class", &self.class),
             ("error", &self.error),
             ("since", &self.since),
+            ("until", &self.until),
         ] {
             if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
                 q.append_pair(k, v);
@@ -863,12 +885,7 @@ pub async fn dead_letters(
         .await?;
     let matching = class_counts
         .iter()
-        .filter(|c| {
-            filter
-                .class
-                .as_deref()
-                .is_none_or(|k| k.is_empty() || k == c.error_class)
-        })
+        .filter(|c| filter.class.as_deref().is_none_or(|k| k == c.error_class))
         .map(|c| c.total)
         .sum();
     let classes = class_counts
@@ -925,7 +942,7 @@ pub async fn dead_letters(
         .collect();
     let done = Done {
         done: f.done.clone(),
-        n: f.n.map(|n| n.to_string()),
+        n: f.n.clone(),
     };
     Ok(render(&DeadLettersPage {
         frame: Frame::new("dead", &s, &done),
@@ -951,6 +968,7 @@ impl DeadFilter {
             error: self.error.clone(),
             since: self.since.clone(),
             all: self.all.clone(),
+            until: self.until.clone(),
             done: None,
             n: None,
         }
@@ -963,7 +981,8 @@ struct ConfirmPage {
     frame: Frame,
     action: String,
     verb: &'static str,
-    count: usize,
+    count: i64,
+    matching: i64,
     back: String,
     explanation: &'static str,
 }
@@ -1006,16 +1025,30 @@ async fn bulk(
 ) -> PageResult {
     let filter = DlqFilter {
         limit: Some(crate::MAX_LIMIT),
+        // Replaying acts only on dead letters not replayed yet (see `ReplayTarget::Matching`).
+        all: !replay && f.filter()?.all,
         ..f.filter()?
     };
-    let back = format!("/console/dead-letters?{}", f.query());
+    let back = format!(
+        "/console/dead-letters?{}",
+        DeadFilter {
+            until: None,
+            ..f.clone_filter()
+        }
+        .query()
+    );
     if c.confirm.as_deref() != Some("yes") {
-        let count = state.admin.dead_letters(&filter).await?.len();
+        let matching = state.admin.count_dead_letters(&filter).await?;
+        let count = if replay {
+            matching.min(crate::MAX_LIMIT)
+        } else {
+            matching
+        };
         let (verb, path, explanation) = if replay {
             (
                 "Replay",
                 "replay",
-                "Each job is queued again with its attempts reset; the dead letters are kept and marked replayed.",
+                "Each job is queued again with its attempts reset; the dead letters are kept and marked replayed. Only dead letters not replayed yet are replayed (the newest 10000 at most).",
             )
         } else {
             (
@@ -1024,11 +1057,17 @@ async fn bulk(
                 "The dead letters are deleted for good; their jobs are not run.",
             )
         };
+        // The action acts on what this page counted: nothing that dies after now.
+        let pinned = DeadFilter {
+            until: Some(filter.until.unwrap_or_else(Utc::now).to_rfc3339()),
+            ..f.clone_filter()
+        };
         return Ok(render(&ConfirmPage {
             frame: Frame::new("dead", &s, &Done::default()),
-            action: format!("/console/dead-letters/{path}?{}", f.query()),
+            action: format!("/console/dead-letters/{path}?{}", pinned.query()),
             verb,
             count,
+            matching,
             back,
             explanation,
         }));
@@ -1062,9 +1101,10 @@ struct DeadLetterPage {
 pub async fn dead_letter(
     State(state): State<ConsoleState>,
     Extension(s): Extension<Session>,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
     Query(d): Query<Done>,
 ) -> PageResult {
+    let id = parse_id(&id)?;
     let detail = state.admin.dead_letter_detail(id).await?;
     let dl = &detail.dead_letter;
     let mut facts = vec![
@@ -1139,7 +1179,8 @@ pub async fn dead_letter(
 }
 
 /// `POST /console/dead-letters/{id}/replay`.
-pub async fn replay_one(State(state): State<ConsoleState>, Path(id): Path<Uuid>) -> PageResult {
+pub async fn replay_one(State(state): State<ConsoleState>, Path(id): Path<String>) -> PageResult {
+    let id = parse_id(&id)?;
     let n = state.admin.replay(ReplayTarget::One(id)).await?;
     Ok(done(
         &format!("/console/dead-letters/{id}"),
@@ -1149,7 +1190,8 @@ pub async fn replay_one(State(state): State<ConsoleState>, Path(id): Path<Uuid>)
 }
 
 /// `POST /console/dead-letters/{id}/delete`.
-pub async fn delete_one(State(state): State<ConsoleState>, Path(id): Path<Uuid>) -> PageResult {
+pub async fn delete_one(State(state): State<ConsoleState>, Path(id): Path<String>) -> PageResult {
+    let id = parse_id(&id)?;
     state.admin.delete_dead_letter(id).await?;
     Ok(done("/console/dead-letters", "deleted", None))
 }

@@ -87,14 +87,26 @@ pub async fn start(state: &ConsoleState) -> Result<HeaderValue, store::StoreErro
     state
         .admin
         .store()
-        .create_console_session(&hash(&id), &random_token(), Utc::now() + ttl)
+        .create_console_session(
+            &hash(&id),
+            &random_token(),
+            &token_fingerprint(state),
+            Utc::now() + ttl,
+        )
         .await?;
     Ok(set_cookie(SESSION_COOKIE, &id, ttl.num_seconds()))
 }
 
-/// Whether `given` is the admin token (constant time).
+/// Whether `given` is the admin token: their SHA-256 digests compared in constant time, so
+/// neither the token's content nor its length shows in the timing.
 pub fn token_matches(state: &ConsoleState, given: &str) -> bool {
-    domain::crypto::constant_time_eq(given.trim().as_bytes(), state.token.as_bytes())
+    domain::crypto::constant_time_eq(&hash(given.trim()), &hash(&state.token))
+}
+
+/// What a session records of the admin token it was opened with: a new `ADMIN_TOKEN` ends
+/// every session opened with the old one.
+fn token_fingerprint(state: &ConsoleState) -> String {
+    hex::encode(hash(&format!("console-session:{}", state.token)))
 }
 
 /// The layer of every signed-in page: no session, to the login form; a `POST` without the
@@ -107,14 +119,21 @@ pub async fn require_session(
     let session = match cookie(req.headers(), SESSION_COOKIE) {
         Some(id) => {
             let id_hash = hash(id);
-            match state.admin.store().console_session(&id_hash).await {
+            match state
+                .admin
+                .store()
+                .console_session(&id_hash, &token_fingerprint(&state))
+                .await
+            {
                 Ok(Some(s)) => Some(Session {
                     csrf: s.csrf,
                     id_hash,
                 }),
                 Ok(None) => None,
                 Err(e) => {
-                    return super::pages::unavailable(&e.to_string());
+                    // The detail goes to the log, not to a caller who may not be signed in.
+                    tracing::warn!(error = %e, "ops console: cannot read the session");
+                    return super::pages::unavailable("try again in a moment");
                 }
             }
         }
@@ -125,7 +144,8 @@ pub async fn require_session(
         return Redirect::to("/console/login").into_response();
     };
     if req.method() == Method::POST {
-        if !same_origin(req.headers()) {
+        let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+        if !same_origin(req.headers(), authority.as_deref()) {
             return forbidden("the request came from another site");
         }
         let (parts, body) = req.into_parts();
@@ -154,12 +174,22 @@ pub fn form_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// `false` when the browser says the request comes from an origin other than this host.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// `false` when the browser says the request comes from another site. Browsers that send
+/// `Sec-Fetch-Site` are trusted on it (it holds behind a proxy that rewrites `Host`); for
+/// others an `Origin` header must name this host (`Host`, or the request's authority over
+/// HTTP/2). Without either, the CSRF token alone decides.
+fn same_origin(headers: &HeaderMap, authority: Option<&str>) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return matches!(site, "same-origin" | "none");
+    }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+    let Some(host) = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(authority)
+    else {
         return false;
     };
     origin
@@ -201,21 +231,47 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:9110"));
         assert!(
-            same_origin(&h),
+            same_origin(&h, None),
             "no Origin header: allowed (CSRF token decides)"
         );
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:9110"),
         );
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, None));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, None));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, None));
+        // HTTP/2: no Host header, the request's authority instead.
+        let mut h2 = HeaderMap::new();
+        h2.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://ops.example"),
+        );
+        assert!(same_origin(&h2, Some("ops.example")));
+        assert!(!same_origin(&h2, None));
+    }
+
+    #[test]
+    fn sec_fetch_site_decides_when_the_browser_sends_it() {
+        let mut h = HeaderMap::new();
+        // Behind a proxy that rewrites Host: Origin and Host differ, the browser says
+        // same-origin.
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:9110"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://ops.example"),
+        );
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&h, None));
+        for other in ["cross-site", "same-site"] {
+            h.insert("sec-fetch-site", HeaderValue::from_static(other));
+            assert!(!same_origin(&h, None), "{other}");
+        }
     }
 
     #[test]

@@ -12,10 +12,12 @@ ALTER TABLE close_budgets ADD COLUMN rate_limited BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE close_budgets ADD COLUMN last_rate_limited_at TIMESTAMPTZ;
 
 -- Ops console sessions. Only a hash of the session id is stored, so a reader of the database
--- cannot take over a session; `csrf` is the session's anti-forgery token.
+-- cannot take over a session; `csrf` is the session's anti-forgery token; `token_fp` the
+-- fingerprint of the admin token it logged in with (a new ADMIN_TOKEN ends every session).
 CREATE TABLE console_sessions (
     id_hash    BYTEA PRIMARY KEY,
     csrf       TEXT NOT NULL,
+    token_fp   TEXT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     expires_at TIMESTAMPTZ NOT NULL
 );

@@ -105,12 +105,13 @@ impl Store {
         &self,
         id_hash: &[u8],
         csrf: &str,
+        token_fp: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
         c.execute_p(
-            "INSERT INTO console_sessions (id_hash, csrf, expires_at) VALUES ($1, $2, $3)",
-            &[&id_hash, &csrf, &expires_at],
+            "INSERT INTO console_sessions (id_hash, csrf, token_fp, expires_at) VALUES ($1, $2, $3, $4)",
+            &[&id_hash, &csrf, &token_fp, &expires_at],
         )
         .await?;
         // Expired sessions go at each login.
@@ -119,22 +120,24 @@ impl Store {
         Ok(())
     }
 
-    /// The live session with this id hash.
+    /// The live session with this id hash, opened with the admin token of fingerprint
+    /// `token_fp` (a session of an earlier token is not found).
     pub async fn console_session(
         &self,
         id_hash: &[u8],
+        token_fp: &str,
     ) -> Result<Option<ConsoleSession>, StoreError> {
         let c = self.pool.get().await?;
-        Ok(c
-            .query_opt_p(
-                "SELECT csrf, expires_at FROM console_sessions WHERE id_hash = $1 AND expires_at > now()",
-                &[&id_hash],
-            )
-            .await?
-            .map(|r| ConsoleSession {
-                csrf: r.get(0),
-                expires_at: r.get(1),
-            }))
+        Ok(c.query_opt_p(
+            "SELECT csrf, expires_at FROM console_sessions
+                 WHERE id_hash = $1 AND token_fp = $2 AND expires_at > now()",
+            &[&id_hash, &token_fp],
+        )
+        .await?
+        .map(|r| ConsoleSession {
+            csrf: r.get(0),
+            expires_at: r.get(1),
+        }))
     }
 
     /// Ends a console session.

@@ -238,17 +238,26 @@ pub struct DeadLetterQuery {
     pub error_contains: Option<String>,
     /// Only those that died at or after this instant.
     pub since: Option<DateTime<Utc>>,
+    /// Only those that died at or before this instant (a bulk action confirmed on a page acts
+    /// on what the page counted, not on what died since).
+    pub until: Option<DateTime<Utc>>,
     /// Include dead letters already replayed.
     pub include_replayed: bool,
 }
 
 impl DeadLetterQuery {
-    /// The `ILIKE` pattern of `error_contains`.
+    /// The `ILIKE` pattern of `error_contains`: the text itself, `%` and `_` included.
     fn pattern(&self) -> Option<String> {
-        self.error_contains.as_ref().map(|e| format!("%{e}%"))
+        self.error_contains.as_ref().map(|e| {
+            let escaped = e
+                .replace('\\', r"\\")
+                .replace('%', r"\%")
+                .replace('_', r"\_");
+            format!("%{escaped}%")
+        })
     }
 
-    /// The parameters `$1`..`$6` of [`DEAD_LETTER_WHERE`].
+    /// The parameters `$1`..`$7` of [`DEAD_LETTER_WHERE`].
     fn params<'a>(
         &'a self,
         pattern: &'a Option<String>,
@@ -260,6 +269,7 @@ impl DeadLetterQuery {
             pattern,
             &self.since,
             &self.include_replayed,
+            &self.until,
         ]
     }
 }
@@ -279,11 +289,11 @@ pub struct ErrorClassCount {
     pub total: i64,
 }
 
-/// The `WHERE` clause of a [`DeadLetterQuery`], over parameters `$1`..`$6`.
-const DEAD_LETTER_WHERE: &str =
-    "($1::text IS NULL OR connector_id = $1) AND ($2::text IS NULL OR job_name = $2)
-   AND ($3::text IS NULL OR error_class = $3) AND ($4::text IS NULL OR last_error ILIKE $4)
-   AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6 OR replayed_at IS NULL)";
+/// The `WHERE` clause of a [`DeadLetterQuery`], over parameters `$1`..`$7`.
+const DEAD_LETTER_WHERE: &str = r"($1::text IS NULL OR connector_id = $1) AND ($2::text IS NULL OR job_name = $2)
+   AND ($3::text IS NULL OR error_class = $3) AND ($4::text IS NULL OR last_error ILIKE $4 ESCAPE '\')
+   AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6 OR replayed_at IS NULL)
+   AND ($7::timestamptz IS NULL OR created_at <= $7)";
 
 /// The columns of [`dead_letter_from_row`].
 const DEAD_LETTER_COLUMNS: &str = "id, connector_id, job_name, entity_key, attempts, last_error, errors, envelope, created_at, replayed_at, error_class, last_body";
@@ -649,7 +659,7 @@ impl Store {
             .query_p(
                 &format!(
                     "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE {DEAD_LETTER_WHERE}
-                     ORDER BY created_at DESC LIMIT $7"
+                     ORDER BY created_at DESC LIMIT $8"
                 ),
                 &params,
             )
@@ -688,6 +698,18 @@ impl Store {
                 total: r.get(4),
             })
             .collect())
+    }
+
+    /// How many dead letters match `q`.
+    pub async fn count_dead_letters_where(&self, q: &DeadLetterQuery) -> Result<i64, StoreError> {
+        let c = self.pool.get().await?;
+        let pattern = q.pattern();
+        Ok(c.query_one_p(
+            &format!("SELECT count(*) FROM dead_letters WHERE {DEAD_LETTER_WHERE}"),
+            &q.params(&pattern),
+        )
+        .await?
+        .get(0))
     }
 
     /// Deletes the dead letters matching `q`; returns how many.
