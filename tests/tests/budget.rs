@@ -213,8 +213,10 @@ async fn a_429_seen_by_one_worker_pauses_the_others() {
     let sim = sandbox::close::CloseSim::start(
         "127.0.0.1:0".parse().expect("addr"),
         sandbox::close::CloseConfig {
-            rate_limit_rps: Some(1.0),
-            rate_window_secs: 1.0,
+            // One request per 3 s window: A's two requests share a window even when a loaded
+            // machine spaces them by a second.
+            rate_limit_rps: Some(1.0 / 3.0),
+            rate_window_secs: 3.0,
             ..sandbox::close::CloseConfig::default()
         },
     )
