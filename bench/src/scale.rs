@@ -130,8 +130,23 @@ pub(crate) fn spawn(
             .unwrap_or_default(),
         name.replace(' ', "-")
     );
-    let child = Command::new(sibling(bin)?)
+    // `BENCH_WORKER_WRAPPER` runs each worker under a profiler, e.g.
+    // `heaptrack -o /tmp/worker` or `perf record -g -o /tmp/worker.data --`.
+    let wrapper: Vec<String> = match std::env::var("BENCH_WORKER_WRAPPER") {
+        Ok(w) if bin == "closeio-worker" => w.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(sibling(bin)?);
+            c
+        }
+        None => Command::new(sibling(bin)?),
+    };
+    let child = command
         .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(vars)
         .env("DATABASE_URL", db_url)
         .env(listen_var, format!("127.0.0.1:{port}"))

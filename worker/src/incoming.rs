@@ -291,45 +291,60 @@ fn deletion_entry(
 
 /// Firehose entries of one lead: the account, then per contact the user and its link to the
 /// account. Leads or contacts that give no usable claims are logged and skipped.
+#[derive(Default)]
 struct LeadEntries {
     entries: Vec<FirehoseEntry>,
-    /// `(lead id, account traits)` for the success log.
-    account: Option<(String, Map<String, Value>)>,
-    /// `(contact id, user traits)` for the success log.
-    users: Vec<(String, Map<String, Value>)>,
+    /// What to log once Hull accepted the entries.
+    written: Written,
 }
 
-fn lead_entries(s: &Settings, meta: &CloseMetadata, lead: &Value) -> LeadEntries {
-    let mut out = LeadEntries {
-        entries: Vec::new(),
-        account: None,
-        users: Vec::new(),
-    };
+/// The success lines of one lead, logged once Hull accepted its entries. The traits are kept
+/// as their JSON text (and only when info is logged), not as a second copy of the maps.
+#[derive(Default)]
+struct Written {
+    /// `(lead id, account traits)`.
+    account: Option<(String, Option<String>)>,
+    /// `(contact id, user traits)` per contact.
+    users: Vec<(String, Option<String>)>,
+}
+
+/// The traits as logged with a success line, when info lines are logged at all.
+fn traits_for_log(traits: &Map<String, Value>) -> Option<String> {
+    if tracing::enabled!(tracing::Level::INFO) {
+        serde_json::to_string(traits).ok()
+    } else {
+        None
+    }
+}
+
+/// Maps one lead, consuming it: its contacts are moved out, not copied, so a page's leads are
+/// freed one by one as they are mapped.
+fn lead_entries(s: &Settings, meta: &CloseMetadata, mut lead: Value) -> LeadEntries {
+    let mut out = LeadEntries::default();
     let lead_id = lead
         .get("id")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let account_claims = mapping::account_claims(s, lead);
-    let mut traits = mapping::lead_traits(s, meta, lead);
+    let account_claims = mapping::account_claims(s, &lead);
+    let mut traits = mapping::lead_traits(s, meta, &lead);
     if s.sync_opportunities {
-        traits.extend(mapping::opportunity_traits(lead));
+        traits.extend(mapping::opportunity_traits(&lead));
     }
-    match FirehoseEntry::traits_account(account_claims.clone(), traits.clone()) {
+    let account_log = traits_for_log(&traits);
+    match FirehoseEntry::traits_account(account_claims.clone(), traits) {
         Ok(entry) => out.entries.push(entry),
         Err(e) => {
             tracing::error!(lead_id = %lead_id, error = %e, "incoming.account.error");
             return out;
         }
     }
-    out.account = Some((lead_id.clone(), traits));
-    let contacts = lead
-        .get("contacts")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for contact in contacts {
-        let mut contact = contact.clone();
+    let contacts = match lead.get_mut("contacts").map(Value::take) {
+        Some(Value::Array(contacts)) => contacts,
+        _ => Vec::new(),
+    };
+    drop(lead);
+    for mut contact in contacts {
         if let Some(obj) = contact.as_object_mut() {
             if obj.get("lead_id").is_none_or(Value::is_null) {
                 obj.insert("lead_id".into(), Value::String(lead_id.clone()));
@@ -342,37 +357,34 @@ fn lead_entries(s: &Settings, meta: &CloseMetadata, lead: &Value) -> LeadEntries
             .to_string();
         let user_claims = mapping::user_claims(&contact);
         let user_traits = mapping::contact_traits(s, meta, &contact);
-        let built =
-            FirehoseEntry::traits_user(user_claims.clone(), user_traits.clone()).and_then(|user| {
-                Ok((
-                    user,
-                    FirehoseEntry::link_user_to_account(user_claims, account_claims.clone())?,
-                ))
-            });
+        let user_log = traits_for_log(&user_traits);
+        let built = FirehoseEntry::link_user_to_account(user_claims.clone(), account_claims.clone())
+            .and_then(|link| Ok((FirehoseEntry::traits_user(user_claims, user_traits)?, link)));
         match built {
             Ok((user, link)) => {
                 out.entries.push(user);
                 out.entries.push(link);
-                out.users.push((contact_id, user_traits));
+                out.written.users.push((contact_id, user_log));
             }
             Err(e) => {
                 tracing::error!(lead_id = %lead_id, contact_id = %contact_id, error = %e, "incoming.user.error")
             }
         }
     }
+    out.written.account = Some((lead_id, account_log));
     out
 }
 
-fn log_written(written: &[LeadEntries]) -> (usize, usize) {
+fn log_written(written: &[Written]) -> (usize, usize) {
     let (mut leads, mut contacts) = (0, 0);
     for w in written {
         if let Some((lead_id, traits)) = &w.account {
             leads += 1;
-            tracing::info!(lead_id = %lead_id, traits = %serde_json::Value::Object(traits.clone()), "incoming.account.success");
+            tracing::info!(lead_id = %lead_id, traits = traits.as_deref().unwrap_or_default(), "incoming.account.success");
         }
         for (contact_id, traits) in &w.users {
             contacts += 1;
-            tracing::info!(contact_id = %contact_id, traits = %serde_json::Value::Object(traits.clone()), "incoming.user.success");
+            tracing::info!(contact_id = %contact_id, traits = traits.as_deref().unwrap_or_default(), "incoming.user.success");
         }
     }
     metrics::counter!("incoming_leads_total").increment(leads as u64);
@@ -380,23 +392,23 @@ fn log_written(written: &[LeadEntries]) -> (usize, usize) {
     (leads, contacts)
 }
 
-/// Maps and writes leads to the firehose; returns `(leads, contacts)` written.
+/// Maps and writes leads to the firehose; returns `(leads, contacts)` written. Each lead is
+/// dropped as soon as it is mapped, so a page is held once, not alongside its entries.
 async fn write_leads(
     ctx: &Ctx,
     t: &Tenant,
     meta: &CloseMetadata,
-    leads: &[Value],
+    leads: Vec<Value>,
 ) -> Result<(usize, usize), JobError> {
-    let mapped: Vec<LeadEntries> = leads
-        .iter()
-        .map(|l| lead_entries(&t.settings, meta, l))
-        .collect();
-    let entries: Vec<FirehoseEntry> = mapped
-        .iter()
-        .flat_map(|m| m.entries.iter().cloned())
-        .collect();
+    let mut entries = Vec::new();
+    let mut written = Vec::with_capacity(leads.len());
+    for lead in leads {
+        let mapped = lead_entries(&t.settings, meta, lead);
+        entries.extend(mapped.entries);
+        written.push(mapped.written);
+    }
     ctx.firehose.send(&t.creds, entries).await?;
-    Ok(log_written(&mapped))
+    Ok(log_written(&written))
 }
 
 /// Leads of one page job: what was read, whether the window is exhausted.
@@ -493,17 +505,6 @@ async fn page(
     let page_size = u32::try_from(run.page_size).unwrap_or(100).max(1);
     let read = read_page(ctx, &t, since, window.until, page_size).await?;
 
-    // Leads at exactly `since` that an earlier page already wrote are not written again.
-    let already = |l: &Value| {
-        since.is_some()
-            && date_updated(l) == since
-            && l.get("id")
-                .and_then(Value::as_str)
-                .is_some_and(|id| window.skip_ids.iter().any(|s| s == id))
-    };
-    let fresh: Vec<Value> = read.leads.iter().filter(|l| !already(l)).cloned().collect();
-    let (leads, contacts) = write_leads(ctx, &t, &meta, &fresh).await?;
-
     let progress = read.leads.iter().filter_map(date_updated).max();
     let mut skip_ids: Vec<String> = read
         .leads
@@ -516,13 +517,25 @@ async fn page(
         skip_ids.sort();
         skip_ids.dedup();
     }
+    // Leads at exactly `since` that an earlier page already wrote are not written again.
+    let already = |l: &Value| {
+        since.is_some()
+            && date_updated(l) == since
+            && l.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| window.skip_ids.iter().any(|s| s == id))
+    };
+    let exhausted = read.exhausted;
+    let fresh: Vec<Value> = read.leads.into_iter().filter(|l| !already(l)).collect();
+    let (leads, contacts) = write_leads(ctx, &t, &meta, fresh).await?;
+
     let commit = PageCommit {
         run_id,
         idx,
         seq,
         progress,
         skip_ids,
-        done: read.exhausted,
+        done: exhausted,
         leads: leads as i64,
         contacts: contacts as i64,
     };
@@ -546,7 +559,7 @@ async fn page(
                     leads = totals.as_ref().map(|r| r.leads_imported), contacts = totals.as_ref().map(|r| r.contacts_imported),
                     pages = totals.as_ref().map(|r| r.pages_done), "incoming.job.success");
                 metrics::counter!("incoming_runs_total", "kind" => run.kind.as_str()).increment(1);
-            } else if !read.exhausted {
+            } else if !exhausted {
                 publish_page(ctx, connector_id, run_id, idx, seq + 1).await?;
             }
             Ok(Outcome::Page {
@@ -596,7 +609,7 @@ pub async fn refresh_lead(
         }
         Err(e) => return Err(e.into()),
     };
-    let (_, contacts) = write_leads(ctx, &t, &meta, std::slice::from_ref(&lead)).await?;
+    let (_, contacts) = write_leads(ctx, &t, &meta, vec![lead]).await?;
     Ok(Outcome::Refreshed { contacts })
 }
 
@@ -646,9 +659,9 @@ mod tests {
             "opportunities": [],
             "contacts": [{"id": "cont_1", "emails": [{"type": "office", "email": "a@acme.com"}]}, {"id": "cont_2"}]
         });
-        let out = lead_entries(&s, &CloseMetadata::default(), &lead);
+        let out = lead_entries(&s, &CloseMetadata::default(), lead);
         assert_eq!(out.entries.len(), 5);
-        assert_eq!(out.users.len(), 2);
+        assert_eq!(out.written.users.len(), 2);
         let account = &out.entries[0];
         assert_eq!(
             account.account_claims.as_ref().unwrap()["domain"],

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::HullError;
-use super::firehose::FirehoseEntry;
+use super::firehose::{Batch, FirehoseEntry};
 use domain::allowlist::HostAllowList;
 
 /// The credentials of one connector instance on a Hull organization.
@@ -203,17 +203,23 @@ impl HullClient {
         creds: &HullCredentials,
         entries: impl IntoIterator<Item = &'a FirehoseEntry>,
     ) -> Result<(), HullError> {
-        let signed: Vec<Value> = entries
-            .into_iter()
-            .map(|e| e.to_batch_item(creds))
-            .collect::<Result<_, _>>()?;
-        if signed.is_empty() {
+        // Each batch is signed and serialised when it is sent, straight from the entries.
+        let entries: Vec<&FirehoseEntry> = entries.into_iter().collect();
+        if entries.is_empty() {
             return Ok(());
         }
         let url = self.firehose_url(creds)?;
-        for chunk in signed.chunks(self.inner.config.flush_at) {
+        for chunk in entries.chunks(self.inner.config.flush_at) {
+            let items = chunk
+                .iter()
+                .map(|e| e.batch_item(creds))
+                .collect::<Result<Vec<_>, _>>()?;
             let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let body = json!({ "batch": chunk, "timestamp": now, "sentAt": now });
+            let body = Batch {
+                batch: &items,
+                timestamp: &now,
+                sent_at: &now,
+            };
             self.send(creds, Method::POST, &url, Some(&body), "firehose")
                 .await?;
         }
@@ -236,12 +242,12 @@ impl HullClient {
         self.send(creds, method, &url, body, "rest").await
     }
 
-    async fn send(
+    async fn send<B: serde::Serialize + ?Sized>(
         &self,
         creds: &HullCredentials,
         method: Method,
         url: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
         kind: &'static str,
     ) -> Result<Value, HullError> {
         self.inner

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{EncodingKey, Header};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::client::HullCredentials;
 use super::error::HullError;
@@ -132,14 +133,44 @@ impl FirehoseEntry {
     }
 
     /// The entry as sent inside a firehose batch.
-    pub(crate) fn to_batch_item(&self, creds: &HullCredentials) -> Result<Value, HullError> {
-        Ok(json!({
-            "type": self.entry_type,
-            "body": self.body,
-            "headers": { "Hull-Access-Token": self.token(creds)? },
-            "timestamp": self.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        }))
+    /// The entry as an item of a firehose batch, signed for `creds`; borrows the body.
+    pub(crate) fn batch_item(&self, creds: &HullCredentials) -> Result<BatchItem<'_>, HullError> {
+        Ok(BatchItem {
+            entry_type: self.entry_type,
+            body: &self.body,
+            headers: BatchItemHeaders {
+                token: self.token(creds)?,
+            },
+            timestamp: self
+                .timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })
     }
+}
+
+/// One item of a firehose batch (serialised straight from the entry, without copying it).
+#[derive(Debug, Serialize)]
+pub(crate) struct BatchItem<'a> {
+    #[serde(rename = "type")]
+    entry_type: &'a str,
+    body: &'a Map<String, Value>,
+    headers: BatchItemHeaders,
+    timestamp: String,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchItemHeaders {
+    #[serde(rename = "Hull-Access-Token")]
+    token: String,
+}
+
+/// A firehose request body: `{batch, timestamp, sentAt}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Batch<'a> {
+    pub(crate) batch: &'a [BatchItem<'a>],
+    pub(crate) timestamp: &'a str,
+    #[serde(rename = "sentAt")]
+    pub(crate) sent_at: &'a str,
 }
 
 /// Keeps only the `allowed` claim keys with a usable value (non-null, non-empty string); fails
@@ -172,6 +203,7 @@ pub fn filter_claims(
 mod tests {
     use super::*;
     use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+    use serde_json::json;
 
     fn map(v: Value) -> Map<String, Value> {
         match v {
@@ -238,7 +270,7 @@ mod tests {
         );
         assert_eq!(claims["io.hull.subjectType"], json!("user"));
         assert!(claims.get("io.hull.asAccount").is_none());
-        let item = entry.to_batch_item(&creds()).expect("item");
+        let item = serde_json::to_value(entry.batch_item(&creds()).expect("item")).expect("json");
         assert_eq!(item["type"], json!("traits"));
         assert_eq!(item["body"], json!({"closeio/name": "Gob"}));
         assert!(item["headers"]["Hull-Access-Token"].is_string());

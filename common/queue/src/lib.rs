@@ -21,11 +21,18 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
 use domain::error::{Classify, ErrorClass};
 use domain::jobs::{Envelope, QueueKind};
+
+/// The AMQP frame size connections ask for, unless `AMQP_URL` sets `frame_max`. lapin keeps
+/// two ring buffers of 32 frames per connection, so at RabbitMQ's default (128 KiB) each
+/// connection would hold 8 MiB — most of a worker's memory. Jobs are small; a larger message is
+/// split into frames.
+pub const FRAME_MAX: u32 = 16 * 1024;
 
 /// How many deliveries a message may have before the broker dead-letters it.
 pub const DELIVERY_LIMIT: i64 = 10;
@@ -42,6 +49,10 @@ pub enum QueueError {
     /// An operation timed out.
     #[error("RabbitMQ did not answer within {0:?}")]
     Timeout(Duration),
+    /// The broker URL does not parse (`AMQP_URL` is checked at start, so this is not expected
+    /// at run time).
+    #[error("invalid RabbitMQ URL: {0}")]
+    InvalidUrl(String),
 }
 
 impl Classify for QueueError {
@@ -135,11 +146,9 @@ impl Queue {
     /// Opens a new connection (each consumer gets its own connection and channel).
     pub async fn open_connection(&self) -> Result<Connection, QueueError> {
         let props = ConnectionProperties::default().with_connection_name("closeio-sync".into());
-        with_timeout(
-            self.inner.timeout,
-            Connection::connect(&self.inner.url, props),
-        )
-        .await
+        let mut uri: AMQPUri = self.inner.url.parse().map_err(QueueError::InvalidUrl)?;
+        uri.query.frame_max.get_or_insert(FRAME_MAX);
+        with_timeout(self.inner.timeout, Connection::connect_uri(uri, props)).await
     }
 
     /// Declares exchanges, queues and bindings (idempotent).
