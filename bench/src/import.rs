@@ -12,9 +12,7 @@ use serde_json::Value;
 
 use common::store::IncomingProgress;
 use harness::services::free_port;
-use harness::{
-    default_settings, EnvOptions, TestEnv, API_KEY, CONNECTOR_ID, CONNECTOR_SECRET,
-};
+use harness::{default_settings, EnvOptions, TestEnv, API_KEY, CONNECTOR_ID, CONNECTOR_SECRET};
 
 use crate::scale::{cpu_secs, peak_rss_mb, production_vars, sibling, spawn, wait_ready, Proc};
 
@@ -58,7 +56,10 @@ fn start_sandbox(args: &ImportArgs, close_port: u16, hull_port: u16) -> anyhow::
         .env("SANDBOX_HULL_LISTEN", format!("127.0.0.1:{hull_port}"))
         .env("SANDBOX_API_KEYS", API_KEY)
         .env("SANDBOX_SEED_LEADS", args.leads.to_string())
-        .env("SANDBOX_CONTACTS_PER_LEAD", args.contacts_per_lead.to_string())
+        .env(
+            "SANDBOX_CONTACTS_PER_LEAD",
+            args.contacts_per_lead.to_string(),
+        )
         .env("SANDBOX_SEED_VALUE", args.seed.to_string())
         .env("SANDBOX_RATE_LIMIT", args.rate_limit.to_string())
         .env("SANDBOX_HULL_CONNECTOR_ID", CONNECTOR_ID)
@@ -84,7 +85,12 @@ async fn wait_sandbox(http: &reqwest::Client, close_port: u16) -> anyhow::Result
     let url = format!("http://127.0.0.1:{close_port}/_sandbox/counters");
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(600) {
-        if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -145,8 +151,14 @@ async fn run_with(
     let hull = format!("127.0.0.1:{hull_port}");
     let mut vars = production_vars(env);
     for (k, v) in [
-        ("CLOSE_API_URL", format!("http://127.0.0.1:{close_port}/api/v1")),
-        ("HULL_FIREHOSE_URL", format!("http://{hull}/api/v1/firehose")),
+        (
+            "CLOSE_API_URL",
+            format!("http://127.0.0.1:{close_port}/api/v1"),
+        ),
+        (
+            "HULL_FIREHOSE_URL",
+            format!("http://{hull}/api/v1/firehose"),
+        ),
         ("HULL_KEY_HOSTS", hull.clone()),
         ("HULL_ORGANIZATIONS", hull.clone()),
         ("WORKER_CONCURRENCY", args.concurrency.to_string()),

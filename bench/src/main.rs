@@ -63,4 +63,3 @@ async fn main() -> anyhow::Result<()> {
         Command::Fairness(args) => fairness::run(args).await,
     }
 }
-

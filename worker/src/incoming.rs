@@ -358,8 +358,9 @@ fn lead_entries(s: &Settings, meta: &CloseMetadata, mut lead: Value) -> LeadEntr
         let user_claims = mapping::user_claims(&contact);
         let user_traits = mapping::contact_traits(s, meta, &contact);
         let user_log = traits_for_log(&user_traits);
-        let built = FirehoseEntry::link_user_to_account(user_claims.clone(), account_claims.clone())
-            .and_then(|link| Ok((FirehoseEntry::traits_user(user_claims, user_traits)?, link)));
+        let built =
+            FirehoseEntry::link_user_to_account(user_claims.clone(), account_claims.clone())
+                .and_then(|link| Ok((FirehoseEntry::traits_user(user_claims, user_traits)?, link)));
         match built {
             Ok((user, link)) => {
                 out.entries.push(user);

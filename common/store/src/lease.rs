@@ -12,7 +12,7 @@ use std::time::Duration;
 use domain::jobs::EntityKind;
 
 use crate::prepared::Prepared;
-use crate::{save_success, Store, StoreError, SyncState};
+use crate::{Store, StoreError, SyncState};
 
 /// A claimed lease on one entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records a successful write and releases the lease, in one short transaction, only if
+    /// Records a successful write and releases the lease, in one statement, only if
     /// the lease is still this job's and has not expired; otherwise [`StoreError::LeaseLost`]
     /// and nothing is written.
     pub async fn commit_entity(
@@ -110,38 +110,46 @@ impl Store {
         lease: &EntityLease,
         state: &SyncState,
     ) -> Result<(), StoreError> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        commit_in(&tx, lease, state).await?;
-        tx.commit().await?;
-        Ok(())
+        let c = self.pool.get().await?;
+        commit_in(&c, lease, state).await
     }
 }
 
-/// The fenced commit inside the caller's transaction: gives the lease up and records the sync
-/// state, or fails with [`StoreError::LeaseLost`].
+/// The fenced commit, in one statement (alone or inside the caller's transaction): gives the
+/// lease up and records the sync state, or fails with [`StoreError::LeaseLost`] and changes
+/// nothing.
 pub(crate) async fn commit_in(
     tx: &impl deadpool_postgres::GenericClient,
     lease: &EntityLease,
     state: &SyncState,
 ) -> Result<(), StoreError> {
-    let held = tx
+    let saved = tx
         .execute_p(
-            "DELETE FROM entity_leases
-             WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
-               AND expires_at > clock_timestamp()",
+            "WITH held AS (
+               DELETE FROM entity_leases
+               WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
+                 AND expires_at > clock_timestamp()
+               RETURNING 1)
+             INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures, last_error, next_retry_at)
+             SELECT $1, $2, $3, $5, $6, $7, now(), 0, NULL, NULL WHERE EXISTS (SELECT 1 FROM held)
+             ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id, lead_id = EXCLUDED.lead_id,
+               body_hash = EXCLUDED.body_hash, last_success_at = now(), failures = 0, last_error = NULL,
+               next_retry_at = NULL, updated_at = now()",
             &[
                 &lease.connector_id,
                 &lease.kind.as_str(),
                 &lease.hull_id,
                 &lease.fence,
+                &state.close_id,
+                &state.lead_id,
+                &state.body_hash,
             ],
         )
         .await?;
-    if held != 1 {
+    if saved != 1 {
         return Err(StoreError::LeaseLost {
             entity: format!("{}/{}", lease.kind.as_str(), lease.hull_id),
         });
     }
-    save_success(tx, &lease.connector_id, lease.kind, &lease.hull_id, state).await
+    Ok(())
 }

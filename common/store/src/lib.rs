@@ -847,26 +847,6 @@ pub async fn load_state(
         .unwrap_or_default())
 }
 
-/// Records a successful write (or adoption of an existing Close object).
-pub async fn save_success(
-    tx: &impl GenericClient,
-    connector_id: &str,
-    kind: EntityKind,
-    hull_id: &str,
-    state: &SyncState,
-) -> Result<(), StoreError> {
-    tx.execute_p(
-        "INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures, last_error, next_retry_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now(), 0, NULL, NULL)
-         ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id, lead_id = EXCLUDED.lead_id,
-           body_hash = EXCLUDED.body_hash, last_success_at = now(), failures = 0, last_error = NULL,
-           next_retry_at = NULL, updated_at = now()",
-        &[&connector_id, &kind.as_str(), &hull_id, &state.close_id, &state.lead_id, &state.body_hash],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Records a failed attempt on an entity (nothing for a connector that is not recorded).
 pub async fn save_failure(
     c: &impl GenericClient,

@@ -236,12 +236,22 @@ impl Store {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         crate::lease::commit_in(&tx, lease, state).await?;
-        for n in nested {
-            // Never over a contact the user already has (it moved meanwhile, say): that state
-            // is newer than this gathering.
+        // Never over a contact the user already has (it moved meanwhile, say): that state is
+        // newer than this gathering. All nested contacts in one statement.
+        let users: Vec<&str> = nested.iter().map(|n| n.user_id.as_str()).collect();
+        let close_ids: Vec<Option<&str>> =
+            nested.iter().map(|n| n.state.close_id.as_deref()).collect();
+        let lead_ids: Vec<Option<&str>> =
+            nested.iter().map(|n| n.state.lead_id.as_deref()).collect();
+        let hashes: Vec<Option<&str>> = nested
+            .iter()
+            .map(|n| n.state.body_hash.as_deref())
+            .collect();
+        if !nested.is_empty() {
             tx.execute_p(
                 "INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures)
-                 VALUES ($1, $2, $3, $4, $5, $6, now(), 0)
+                 SELECT $1, $2, n.user_id, n.close_id, n.lead_id, n.body_hash, now(), 0
+                 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS n(user_id, close_id, lead_id, body_hash)
                  ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id,
                    lead_id = EXCLUDED.lead_id, body_hash = EXCLUDED.body_hash, last_success_at = now(),
                    failures = 0, last_error = NULL, next_retry_at = NULL, updated_at = now()
@@ -249,10 +259,10 @@ impl Store {
                 &[
                     &lease.connector_id,
                     &EntityKind::User.as_str(),
-                    &n.user_id,
-                    &n.state.close_id,
-                    &n.state.lead_id,
-                    &n.state.body_hash,
+                    &users,
+                    &close_ids,
+                    &lead_ids,
+                    &hashes,
                 ],
             )
             .await?;
