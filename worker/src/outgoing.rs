@@ -370,6 +370,7 @@ async fn new_lead(
             .await?
             .map_or(std::time::Duration::ZERO, |g| g.due_in);
         if !due_in.is_zero() {
+            look_up_while_gathering(ctx, t, account_key, update_body);
             return Err(JobError::Deferred {
                 after: due_in,
                 booked: None,
@@ -423,8 +424,13 @@ async fn new_lead(
 /// Contacts nested in one lead create at most.
 const MAX_NESTED: usize = 50;
 
-/// How long a lookup that found no lead may serve the create of a deferred creator.
-const LOOKUP_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a lookup that found no lead may serve the create of a deferred creator. A lookup
+/// serves at most one create, and never one after a create may have been sent (the claim
+/// clears it), so it always finds what Close held before the account reached the connector
+/// and what an earlier attempt created; what it cannot see is a lead someone else creates in
+/// Close within this window, while the account waits for its turn in the budget. Five
+/// minutes covers a burst of a few thousand new accounts at Close's usual limits.
+const LOOKUP_FRESH: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Looks the new lead up (unless `looked_up` says a fresh lookup found none for the same
 /// identifier value) and adopts it, or creates it with the `nested` contacts (cleared when an
@@ -496,13 +502,72 @@ fn written<T>(r: Result<T, CloseError>, body: &Map<String, Value>) -> Result<T, 
 }
 
 /// The value of the lead's identifier field in `body`, if any.
-fn identifier_value(t: &Tenant, body: &Map<String, Value>) -> Option<Value> {
-    let field = t
-        .settings
+/// The lead field that identifies an account's lead (`lead_identifier_service`, `url` by
+/// default).
+fn identifier_field(t: &Tenant) -> &str {
+    t.settings
         .lead_identifier_service
         .as_deref()
-        .unwrap_or("url");
-    body.get(field).filter(|v| !v.is_null()).cloned()
+        .unwrap_or("url")
+}
+
+fn identifier_value(t: &Tenant, body: &Map<String, Value>) -> Option<Value> {
+    body.get(identifier_field(t))
+        .filter(|v| !v.is_null())
+        .cloned()
+}
+
+/// Looks the new lead of a gathering account up in the background, without holding the job
+/// or its place: the lookups of a burst of new accounts share searches (`LOOKUP_LINGER_MS`,
+/// up to 100 values each) when they arrive, instead of one search per creator when each one's
+/// turn in the budget comes. A lookup that found no lead serves the create of the gathering's
+/// next claim (`Store::note_lead_lookup`, only while nobody has claimed it, so never after a
+/// create may have been sent); one that found a lead, failed, or would have waited for the
+/// budget is dropped, and the creator looks the lead up itself.
+fn look_up_while_gathering(
+    ctx: &Ctx,
+    t: &Tenant,
+    account_key: &str,
+    body: &Map<String, Value>,
+) {
+    let Some(value) = identifier_value(t, body) else {
+        return;
+    };
+    let field = identifier_field(t).to_owned();
+    let (store, lookups, key) = (ctx.store.clone(), ctx.lookups.clone(), t.key.clone());
+    let (connector_id, account_key) = (t.connector.id.clone(), account_key.to_owned());
+    let limits = common::closeio::budget::current();
+    tokio::spawn(async move {
+        let at = chrono::Utc::now();
+        let search = lookups.find(&key, &field, &value);
+        let found = match limits {
+            Some(limits) => common::closeio::deferring(limits, search).await,
+            None => search.await,
+        };
+        let outcome = match found {
+            Ok(leads) if leads.is_empty() => {
+                match store
+                    .note_lead_lookup(&connector_id, &account_key, at, &value)
+                    .await
+                {
+                    Ok(()) => "none_found",
+                    Err(e) => {
+                        tracing::warn!(connector = %connector_id, account_id = %account_key, error = %e,
+                            "could not record a new lead's lookup");
+                        "error"
+                    }
+                }
+            }
+            Ok(_) => "found",
+            Err(CloseError::BudgetBusy { .. }) => "busy",
+            Err(e) => {
+                tracing::debug!(connector = %connector_id, account_id = %account_key, error = %e,
+                    "a new lead's early lookup failed; its creator looks it up");
+                "error"
+            }
+        };
+        metrics::counter!("worker_early_lookups_total", "outcome" => outcome).increment(1);
+    });
 }
 
 /// The lead whose identifier field has this body's value (the oldest when Close holds
@@ -512,15 +577,11 @@ async fn find_lead(
     t: &Tenant,
     body: &Map<String, Value>,
 ) -> Result<Option<Value>, JobError> {
-    let ident_field = t
-        .settings
-        .lead_identifier_service
-        .clone()
-        .unwrap_or_else(|| "url".to_string());
-    let Some(value) = body.get(&ident_field).filter(|v| !v.is_null()) else {
+    let ident_field = identifier_field(t);
+    let Some(value) = body.get(ident_field).filter(|v| !v.is_null()) else {
         return Ok(None);
     };
-    let mut found = ctx.lookups.find(&t.key, &ident_field, value).await?;
+    let mut found = ctx.lookups.find(&t.key, ident_field, value).await?;
     found.sort_by(|a, b| {
         let d = |l: &Value| {
             l.get("date_created")

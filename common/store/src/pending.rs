@@ -131,6 +131,28 @@ impl Store {
         Ok(())
     }
 
+    /// Records that a lookup sent at `at` found no lead for `value`, for the next claim of the
+    /// account's gathering lead (see [`Store::claim_pending_lead`]). Only while nobody has
+    /// claimed it: a claimed lead may have been created by a job that then died, and its next
+    /// claimer must look again. A newer recorded lookup is kept.
+    pub async fn note_lead_lookup(
+        &self,
+        connector_id: &str,
+        account_key: &str,
+        at: DateTime<Utc>,
+        value: &Value,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute_p(
+            "UPDATE pending_leads SET looked_up_at = $3, looked_up_value = $4
+             WHERE connector_id = $1 AND account_key = $2 AND NOT claimed
+               AND (looked_up_at IS NULL OR looked_up_at < $3)",
+            &[&connector_id, &account_key, &at, value],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Adds (or replaces) a user's contact to the account's gathering lead; `false` when there
     /// is none or it was claimed already (the user's contact is then written on its own).
     pub async fn add_pending_contact(
