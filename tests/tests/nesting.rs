@@ -277,6 +277,72 @@ async fn concurrent_lookups_share_a_search_and_adopt_what_close_holds() {
     env.cleanup().await;
 }
 
+/// A burst of new accounts whose creates wait for their turn in a slow Close budget: their
+/// lookups are made together while the leads gather (searches shared by the burst), not one
+/// by one as each create's turn comes; the leads Close already holds are still adopted.
+#[tokio::test]
+async fn a_burst_of_new_accounts_is_looked_up_together_while_their_leads_gather() {
+    let domains: Vec<String> = (1..=12).map(|i| format!("b{i}.com")).collect();
+    let names: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let env = TestEnv::start(EnvOptions {
+        accounts: accounts(&names),
+        close: CloseConfig {
+            rate_limit_rps: Some(2.0),
+            ..CloseConfig::default()
+        },
+        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("test env");
+    let existing: Vec<Value> = ["b3.com", "b7.com"]
+        .iter()
+        .map(|d| {
+            env.close
+                .ui_create_lead(
+                    harness::API_KEY,
+                    json!({"name": format!("{d} (Close)"), "url": d}),
+                )
+                .expect("lead")
+        })
+        .collect();
+    let ids: Vec<String> = names
+        .iter()
+        .map(|d| env.hull.find_account("domain", d).expect("account").id)
+        .collect();
+    notify(&env, "account:update", &ids).await;
+    env.drain_with_retries(Duration::from_secs(90))
+        .await
+        .expect("drain");
+    for d in &names {
+        assert_eq!(env.leads_with_url(d).len(), 1, "{d}: exactly one lead");
+    }
+    for lead in &existing {
+        let url = lead["url"].as_str().expect("url");
+        assert_eq!(
+            env.leads_with_url(url)[0]["id"],
+            lead["id"],
+            "{url}: Close's lead adopted"
+        );
+    }
+    // Requests Close served (one answered 429 while the workers learn its limit is sent again).
+    let served = |path: &str| {
+        env.close
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == format!("/api/v1{path}") && r.status != 429)
+            .count()
+    };
+    assert_eq!(served("/lead/"), 10, "only the missing leads are created");
+    // One lookup per create (each creator alone, as its turn came) would be 10 or more.
+    let searches = served("/data/search/");
+    assert!(
+        searches <= 4,
+        "the burst's lookups share searches while the leads gather: {searches}"
+    );
+    env.cleanup().await;
+}
+
 /// Close refuses a create whose nested contact is invalid (nothing is written): the lead is
 /// created alone, the good users' contacts on their own, and only the bad user fails.
 #[tokio::test]
