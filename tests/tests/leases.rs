@@ -151,3 +151,45 @@ async fn a_released_lease_is_free_at_once_and_renewal_keeps_it() {
         .is_some());
     db.drop_db().await;
 }
+
+/// A lookup made while a new lead gathers serves the next claim once; it is never recorded on
+/// a gathering that was claimed (its claimer may have sent the create and died).
+#[tokio::test]
+async fn an_early_lookup_serves_one_claim_and_never_a_claimed_lead() {
+    use common::store::Claim;
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let s = worker_store(&db);
+    let fresh = Duration::from_secs(300);
+    let value = serde_json::json!("acme.com");
+    s.gather_lead("c1", "acc_1", Duration::ZERO)
+        .await
+        .expect("gather")
+        .expect("gathering");
+    let at = chrono::Utc::now();
+    s.note_lead_lookup("c1", "acc_1", at, &value)
+        .await
+        .expect("note");
+    match s
+        .claim_pending_lead("c1", "acc_1", fresh)
+        .await
+        .expect("claim")
+    {
+        Claim::Contacts(_, Some((_, v))) => assert_eq!(v, value),
+        other => panic!("the first claim gets the lookup: {other:?}"),
+    }
+    // Claimed (its create may have been sent): a later lookup is not recorded, and the next
+    // claim (a job taking the lead over) must look again.
+    s.note_lead_lookup("c1", "acc_1", chrono::Utc::now(), &value)
+        .await
+        .expect("note");
+    match s
+        .claim_pending_lead("c1", "acc_1", fresh)
+        .await
+        .expect("claim")
+    {
+        Claim::Contacts(_, None) => {}
+        other => panic!("a claimed lead's next claim looks again: {other:?}"),
+    }
+    db.drop_db().await;
+}

@@ -524,12 +524,7 @@ fn identifier_value(t: &Tenant, body: &Map<String, Value>) -> Option<Value> {
 /// next claim (`Store::note_lead_lookup`, only while nobody has claimed it, so never after a
 /// create may have been sent); one that found a lead, failed, or would have waited for the
 /// budget is dropped, and the creator looks the lead up itself.
-fn look_up_while_gathering(
-    ctx: &Ctx,
-    t: &Tenant,
-    account_key: &str,
-    body: &Map<String, Value>,
-) {
+fn look_up_while_gathering(ctx: &Ctx, t: &Tenant, account_key: &str, body: &Map<String, Value>) {
     let Some(value) = identifier_value(t, body) else {
         return;
     };
