@@ -167,9 +167,12 @@ async fn an_early_lookup_serves_one_claim_and_never_a_claimed_lead() {
         .expect("gather")
         .expect("gathering");
     let at = chrono::Utc::now();
-    s.note_lead_lookup("c1", "acc_1", at, &value)
-        .await
-        .expect("note");
+    let note = |at| common::store::LeadLookupNote {
+        account_key: "acc_1",
+        at,
+        value: &value,
+    };
+    s.note_lead_lookups("c1", &[note(at)]).await.expect("note");
     match s
         .claim_pending_lead("c1", "acc_1", fresh)
         .await
@@ -180,7 +183,7 @@ async fn an_early_lookup_serves_one_claim_and_never_a_claimed_lead() {
     }
     // Claimed (its create may have been sent): a later lookup is not recorded, and the next
     // claim (a job taking the lead over) must look again.
-    s.note_lead_lookup("c1", "acc_1", chrono::Utc::now(), &value)
+    s.note_lead_lookups("c1", &[note(chrono::Utc::now())])
         .await
         .expect("note");
     match s

@@ -161,6 +161,8 @@ pub struct Ctx {
     pub cfg: WorkerConfig,
     /// Lead lookups shared by concurrent jobs.
     pub lookups: lookups::LeadLookups,
+    /// Lookups of new leads made in the background while they gather.
+    pub early_lookups: lookups::EarlyLookups,
     /// Jobs in flight in this process (mirrors the `worker_jobs_in_flight` gauge).
     pub in_flight: Arc<std::sync::atomic::AtomicI64>,
 }
@@ -289,6 +291,8 @@ impl Worker {
             cfg.firehose_linger,
         );
         let lookups = lookups::LeadLookups::new(close.clone(), cfg.lookup_linger);
+        let early_lookups =
+            lookups::EarlyLookups::spawn(lookups.clone(), store.clone(), cfg.lookup_linger);
         Ok(Worker {
             ctx: Arc::new(Ctx {
                 store,
@@ -298,6 +302,7 @@ impl Worker {
                 firehose,
                 metadata: common::metadata::MetadataCache::new(),
                 lookups,
+                early_lookups,
                 cfg,
                 in_flight: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             }),

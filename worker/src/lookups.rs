@@ -14,11 +14,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use common::closeio::{ApiKey, CloseClient, CloseError, EndpointGroup};
+use common::store::{LeadLookupNote, Store};
 
 /// Values per search at most.
 pub const MAX_VALUES: usize = 100;
@@ -162,6 +164,115 @@ impl LeadLookups {
                 self.close.find_leads(key, field, &w.value).await
             };
             let _ = w.tx.send(answer);
+        }
+    }
+}
+
+/// Lookups of new leads made in the background while they gather (see
+/// `outgoing::new_lead`): each one joins the shared searches, and the values that found no
+/// lead are recorded on their gatherings (`Store::note_lead_lookups`) in one statement per
+/// connector and linger window, so a burst of new accounts costs a few searches and a few
+/// statements, not one of each per account.
+#[derive(Clone)]
+pub struct EarlyLookups {
+    lookups: LeadLookups,
+    notes: mpsc::Sender<Note>,
+}
+
+/// A lookup that found no lead, to record on its account's gathering.
+struct Note {
+    connector_id: String,
+    account_key: String,
+    at: DateTime<Utc>,
+    value: Value,
+}
+
+/// Notes recorded in one statement at most.
+const MAX_NOTES: usize = 1000;
+
+impl EarlyLookups {
+    /// Early lookups through `lookups`, their notes written to `store` every `linger`.
+    pub fn spawn(lookups: LeadLookups, store: Store, linger: Duration) -> EarlyLookups {
+        let (notes, rx) = mpsc::channel(MAX_NOTES * 4);
+        tokio::spawn(record_notes(
+            store,
+            rx,
+            linger.max(Duration::from_millis(1)),
+        ));
+        EarlyLookups { lookups, notes }
+    }
+
+    /// Starts the lookup of `value` in `field` for the account's new lead and returns at once.
+    /// A lookup that found a lead, failed, or would have waited for the budget records
+    /// nothing: the creator then looks the lead up itself.
+    pub fn start(
+        &self,
+        key: ApiKey,
+        field: String,
+        value: Value,
+        connector_id: String,
+        account_key: String,
+    ) {
+        let me = self.clone();
+        let limits = common::closeio::budget::current();
+        tokio::spawn(async move {
+            let at = Utc::now();
+            let search = me.lookups.find(&key, &field, &value);
+            let found = match limits {
+                Some(limits) => common::closeio::deferring(limits, search).await,
+                None => search.await,
+            };
+            let outcome = match found {
+                Ok(leads) if leads.is_empty() => {
+                    let note = Note {
+                        connector_id,
+                        account_key,
+                        at,
+                        value,
+                    };
+                    match me.notes.try_send(note) {
+                        Ok(()) => "none_found",
+                        Err(_) => "dropped",
+                    }
+                }
+                Ok(_) => "found",
+                Err(CloseError::BudgetBusy { .. }) => "busy",
+                Err(e) => {
+                    tracing::debug!(connector = %connector_id, account_id = %account_key, error = %e,
+                        "a new lead's early lookup failed; its creator looks it up");
+                    "error"
+                }
+            };
+            metrics::counter!("worker_early_lookups_total", "outcome" => outcome).increment(1);
+        });
+    }
+}
+
+async fn record_notes(store: Store, mut rx: mpsc::Receiver<Note>, linger: Duration) {
+    while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + linger;
+        let mut notes = vec![first];
+        while notes.len() < MAX_NOTES {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(n)) => notes.push(n),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        notes.sort_by(|a, b| a.connector_id.cmp(&b.connector_id));
+        for group in notes.chunk_by(|a, b| a.connector_id == b.connector_id) {
+            let connector_id = &group[0].connector_id;
+            let found: Vec<LeadLookupNote<'_>> = group
+                .iter()
+                .map(|n| LeadLookupNote {
+                    account_key: &n.account_key,
+                    at: n.at,
+                    value: &n.value,
+                })
+                .collect();
+            if let Err(e) = store.note_lead_lookups(connector_id, &found).await {
+                tracing::warn!(connector = %connector_id, notes = found.len(), error = %e,
+                    "could not record new leads' early lookups; their creators look them up");
+            }
         }
     }
 }

@@ -518,51 +518,20 @@ fn identifier_value(t: &Tenant, body: &Map<String, Value>) -> Option<Value> {
 }
 
 /// Looks the new lead of a gathering account up in the background, without holding the job
-/// or its place: the lookups of a burst of new accounts share searches (`LOOKUP_LINGER_MS`,
-/// up to 100 values each) when they arrive, instead of one search per creator when each one's
-/// turn in the budget comes. A lookup that found no lead serves the create of the gathering's
-/// next claim (`Store::note_lead_lookup`, only while nobody has claimed it, so never after a
-/// create may have been sent); one that found a lead, failed, or would have waited for the
-/// budget is dropped, and the creator looks the lead up itself.
+/// or its place (`lookups::EarlyLookups`): the lookups of a burst of new accounts share
+/// searches when they arrive, instead of one search per creator when each one's turn in the
+/// budget comes. A lookup that found no lead serves the create of the gathering's next claim
+/// (only while nobody has claimed it, so never after a create may have been sent).
 fn look_up_while_gathering(ctx: &Ctx, t: &Tenant, account_key: &str, body: &Map<String, Value>) {
-    let Some(value) = identifier_value(t, body) else {
-        return;
-    };
-    let field = identifier_field(t).to_owned();
-    let (store, lookups, key) = (ctx.store.clone(), ctx.lookups.clone(), t.key.clone());
-    let (connector_id, account_key) = (t.connector.id.clone(), account_key.to_owned());
-    let limits = common::closeio::budget::current();
-    tokio::spawn(async move {
-        let at = chrono::Utc::now();
-        let search = lookups.find(&key, &field, &value);
-        let found = match limits {
-            Some(limits) => common::closeio::deferring(limits, search).await,
-            None => search.await,
-        };
-        let outcome = match found {
-            Ok(leads) if leads.is_empty() => {
-                match store
-                    .note_lead_lookup(&connector_id, &account_key, at, &value)
-                    .await
-                {
-                    Ok(()) => "none_found",
-                    Err(e) => {
-                        tracing::warn!(connector = %connector_id, account_id = %account_key, error = %e,
-                            "could not record a new lead's lookup");
-                        "error"
-                    }
-                }
-            }
-            Ok(_) => "found",
-            Err(CloseError::BudgetBusy { .. }) => "busy",
-            Err(e) => {
-                tracing::debug!(connector = %connector_id, account_id = %account_key, error = %e,
-                    "a new lead's early lookup failed; its creator looks it up");
-                "error"
-            }
-        };
-        metrics::counter!("worker_early_lookups_total", "outcome" => outcome).increment(1);
-    });
+    if let Some(value) = identifier_value(t, body) {
+        ctx.early_lookups.start(
+            t.key.clone(),
+            identifier_field(t).to_owned(),
+            value,
+            t.connector.id.clone(),
+            account_key.to_owned(),
+        );
+    }
 }
 
 /// The lead whose identifier field has this body's value (the oldest when Close holds

@@ -399,7 +399,7 @@ pub struct CommonConfig {
     /// Connections in each process's pool
     #[arg(env = "DATABASE_POOL_SIZE", default_value = "16", value_parser = positive::<usize>)]
     pub database_pool_size: usize,
-    /// RabbitMQ URL (amqp:// or amqps://)
+    /// RabbitMQ URL (amqp:// or amqps://); connections ask for 16 KiB frames unless it sets ?frame_max=
     #[arg(
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",

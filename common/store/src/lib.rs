@@ -24,7 +24,7 @@ pub use budget::Reservation;
 mod lease;
 pub use lease::EntityLease;
 mod pending;
-pub use pending::{Claim, Gathering, NestedContact, PendingContact};
+pub use pending::{Claim, Gathering, LeadLookupNote, NestedContact, PendingContact};
 mod incoming;
 pub use incoming::*;
 mod parking;

@@ -45,6 +45,18 @@ pub struct NestedContact {
     pub state: SyncState,
 }
 
+/// A lookup that found no lead for an account's gathering lead (see
+/// [`Store::note_lead_lookups`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeadLookupNote<'a> {
+    /// The account (its gathering's key).
+    pub account_key: &'a str,
+    /// When the search was sent.
+    pub at: DateTime<Utc>,
+    /// The identifier value searched for.
+    pub value: &'a Value,
+}
+
 /// What claiming a gathering lead found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -131,23 +143,28 @@ impl Store {
         Ok(())
     }
 
-    /// Records that a lookup sent at `at` found no lead for `value`, for the next claim of the
-    /// account's gathering lead (see [`Store::claim_pending_lead`]). Only while nobody has
-    /// claimed it: a claimed lead may have been created by a job that then died, and its next
-    /// claimer must look again. A newer recorded lookup is kept.
-    pub async fn note_lead_lookup(
+    /// Records lookups that found no lead, each for the next claim of its account's gathering
+    /// lead (see [`Store::claim_pending_lead`]), in one statement. Only while nobody has
+    /// claimed a gathering: a claimed lead may have been created by a job that then died, and
+    /// its next claimer must look again. A newer recorded lookup is kept.
+    pub async fn note_lead_lookups(
         &self,
         connector_id: &str,
-        account_key: &str,
-        at: DateTime<Utc>,
-        value: &Value,
+        notes: &[LeadLookupNote<'_>],
     ) -> Result<(), StoreError> {
+        if notes.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = notes.iter().map(|n| n.account_key).collect();
+        let ats: Vec<DateTime<Utc>> = notes.iter().map(|n| n.at).collect();
+        let values: Vec<&Value> = notes.iter().map(|n| n.value).collect();
         let c = self.pool.get().await?;
         c.execute_p(
-            "UPDATE pending_leads SET looked_up_at = $3, looked_up_value = $4
-             WHERE connector_id = $1 AND account_key = $2 AND NOT claimed
-               AND (looked_up_at IS NULL OR looked_up_at < $3)",
-            &[&connector_id, &account_key, &at, value],
+            "UPDATE pending_leads p SET looked_up_at = n.at, looked_up_value = n.value
+             FROM unnest($2::text[], $3::timestamptz[], $4::jsonb[]) AS n(account_key, at, value)
+             WHERE p.connector_id = $1 AND p.account_key = n.account_key AND NOT p.claimed
+               AND (p.looked_up_at IS NULL OR p.looked_up_at < n.at)",
+            &[&connector_id, &keys, &ats, &values],
         )
         .await?;
         Ok(())
