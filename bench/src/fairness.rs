@@ -128,16 +128,7 @@ async fn run_with(env: &mut TestEnv, args: &FairnessArgs) -> anyhow::Result<()> 
     }
     procs.push(ingest);
     procs.push(start_scheduler(&http, &vars).await?);
-    for i in 0..args.workers {
-        let (w, port) = spawn(
-            "closeio-worker",
-            format!("worker {}", i + 1),
-            &vars,
-            "WORKER_LISTEN",
-        )?;
-        wait_ready(&http, port).await?;
-        procs.push(w);
-    }
+    procs.extend(crate::scale::start_workers(&http, &vars, args.workers).await?);
 
     let hull_accounts = env.hull.accounts();
     let id_of = |domain: &str| {

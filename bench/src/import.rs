@@ -173,16 +173,7 @@ async fn run_with(
     wait_ready(&http, ingest_port).await?;
     procs.push(ingest);
     procs.push(crate::scale::start_scheduler(&http, &vars).await?);
-    for i in 0..args.workers {
-        let (w, port) = spawn(
-            "closeio-worker",
-            format!("worker {}", i + 1),
-            &vars,
-            "WORKER_LISTEN",
-        )?;
-        wait_ready(&http, port).await?;
-        procs.push(w);
-    }
+    procs.extend(crate::scale::start_workers(&http, &vars, args.workers).await?);
     let store = env.store()?;
     let cpu_before: Vec<f64> = procs.iter().map(|p| cpu_secs(p.child.id())).collect();
     let requests_before = close_counters(&http, close_port).await;

@@ -359,6 +359,26 @@ pub(crate) fn production_vars(env: &TestEnv) -> BTreeMap<String, String> {
 }
 
 /// Starts the scheduler (it brings deferred jobs back) as its own process.
+/// Starts `n` worker processes (`worker 1` …) and waits until each one is ready.
+pub(crate) async fn start_workers(
+    http: &reqwest::Client,
+    vars: &BTreeMap<String, String>,
+    n: usize,
+) -> anyhow::Result<Vec<Proc>> {
+    let mut workers = Vec::with_capacity(n);
+    for i in 0..n {
+        let (w, port) = spawn(
+            "closeio-worker",
+            format!("worker {}", i + 1),
+            vars,
+            "WORKER_LISTEN",
+        )?;
+        wait_ready(http, port).await?;
+        workers.push(w);
+    }
+    Ok(workers)
+}
+
 pub(crate) async fn start_scheduler(
     http: &reqwest::Client,
     vars: &BTreeMap<String, String>,
@@ -391,16 +411,7 @@ async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow
         .set_connector_url(CONNECTOR_ID, &format!("http://127.0.0.1:{port}"));
     procs.push(ingest);
     procs.push(start_scheduler(&http, &vars).await?);
-    for i in 0..workers {
-        let (w, port) = spawn(
-            "closeio-worker",
-            format!("worker {}", i + 1),
-            &vars,
-            "WORKER_LISTEN",
-        )?;
-        wait_ready(&http, port).await?;
-        procs.push(w);
-    }
+    procs.extend(start_workers(&http, &vars, workers).await?);
     let (pg, conn) = tokio_postgres::connect(&env.db.url, tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;

@@ -221,20 +221,11 @@ fn accounts(domains: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-/// New accounts that reach the lookup together share one search; the leads Close already
-/// holds are adopted (never created again), the others created.
-#[tokio::test]
-async fn concurrent_lookups_share_a_search_and_adopt_what_close_holds() {
-    let domains = ["a1.com", "a2.com", "a3.com", "a4.com"];
-    let env = TestEnv::start(EnvOptions {
-        accounts: accounts(&domains),
-        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
-        ..EnvOptions::default()
-    })
-    .await
-    .expect("test env");
-    // Close already holds the leads of two of them (created in Close's UI).
-    let existing: Vec<Value> = ["a2.com", "a4.com"]
+/// Close already holds leads for `in_close` (created in Close's UI); every account of
+/// `domains` is sent and the queue drained: each domain then has exactly one lead, and Close's
+/// own leads were adopted, never created again.
+async fn sync_accounts_some_in_close(env: &TestEnv, domains: &[&str], in_close: &[&str]) {
+    let existing: Vec<Value> = in_close
         .iter()
         .map(|d| {
             env.close
@@ -249,8 +240,8 @@ async fn concurrent_lookups_share_a_search_and_adopt_what_close_holds() {
         .iter()
         .map(|d| env.hull.find_account("domain", d).expect("account").id)
         .collect();
-    notify(&env, "account:update", &ids).await;
-    env.drain_with_retries(Duration::from_secs(30))
+    notify(env, "account:update", &ids).await;
+    env.drain_with_retries(Duration::from_secs(90))
         .await
         .expect("drain");
     for d in domains {
@@ -264,6 +255,22 @@ async fn concurrent_lookups_share_a_search_and_adopt_what_close_holds() {
             "{url}: Close's lead adopted"
         );
     }
+}
+
+/// New accounts that reach the lookup together share one search; the leads Close already
+/// holds are adopted (never created again), the others created.
+#[tokio::test]
+async fn concurrent_lookups_share_a_search_and_adopt_what_close_holds() {
+    let domains = ["a1.com", "a2.com", "a3.com", "a4.com"];
+    let env = TestEnv::start(EnvOptions {
+        accounts: accounts(&domains),
+        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("test env");
+    // Close already holds the leads of two of them.
+    sync_accounts_some_in_close(&env, &domains, &["a2.com", "a4.com"]).await;
     assert_eq!(
         count(&env, "POST", "/lead/"),
         2,
@@ -295,36 +302,7 @@ async fn a_burst_of_new_accounts_is_looked_up_together_while_their_leads_gather(
     })
     .await
     .expect("test env");
-    let existing: Vec<Value> = ["b3.com", "b7.com"]
-        .iter()
-        .map(|d| {
-            env.close
-                .ui_create_lead(
-                    harness::API_KEY,
-                    json!({"name": format!("{d} (Close)"), "url": d}),
-                )
-                .expect("lead")
-        })
-        .collect();
-    let ids: Vec<String> = names
-        .iter()
-        .map(|d| env.hull.find_account("domain", d).expect("account").id)
-        .collect();
-    notify(&env, "account:update", &ids).await;
-    env.drain_with_retries(Duration::from_secs(90))
-        .await
-        .expect("drain");
-    for d in &names {
-        assert_eq!(env.leads_with_url(d).len(), 1, "{d}: exactly one lead");
-    }
-    for lead in &existing {
-        let url = lead["url"].as_str().expect("url");
-        assert_eq!(
-            env.leads_with_url(url)[0]["id"],
-            lead["id"],
-            "{url}: Close's lead adopted"
-        );
-    }
+    sync_accounts_some_in_close(&env, &names, &["b3.com", "b7.com"]).await;
     // Requests Close served (one answered 429 while the workers learn its limit is sent again).
     let served = |path: &str| {
         env.close
