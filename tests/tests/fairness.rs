@@ -136,3 +136,113 @@ async fn a_tenant_with_a_backlog_does_not_hold_up_another_tenants_update() {
         .is_empty());
     env.cleanup().await;
 }
+
+/// A deferred job comes back a little before its booked slot. When it finds that slot further
+/// away than it may wait (other workers took the slots, or Close paused the group), it is
+/// deferred again, after the slots already taken, instead of waiting in a worker's place — a
+/// place that waits for seconds holds up every tenant queued behind it. It still completes,
+/// once.
+#[tokio::test]
+async fn a_job_whose_booked_slot_moved_away_is_deferred_again_instead_of_waiting() {
+    const BACKLOG: usize = 12;
+    let accounts: Vec<Value> = (0..BACKLOG)
+        .map(|i| account(&format!("m{i}.com")))
+        .collect();
+    let env = TestEnv::start(EnvOptions {
+        accounts,
+        close: CloseConfig {
+            rate_limit_rps: Some(8.0),
+            rate_window_secs: 1.0,
+            ..CloseConfig::default()
+        },
+        vars: vec![
+            ("CLOSE_RATE_LIMIT_RPS".into(), "8".into()),
+            ("WORKER_DEFER_AFTER_SECS".into(), "0.3".into()),
+        ],
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("test env");
+    let ids: Vec<String> = (0..BACKLOG)
+        .map(|i| {
+            env.hull
+                .find_account("domain", &format!("m{i}.com"))
+                .expect("account")
+                .id
+        })
+        .collect();
+    let r = env
+        .hull
+        .notify(CONNECTOR_ID, "account:update", &ids)
+        .await
+        .expect("notify");
+    assert!(!r.failed, "{r:?}");
+    env.drain().await.expect("drain");
+    let written = env.close.leads().len();
+    let store = env.store().expect("store");
+    let deferred = store
+        .retries(Some(CONNECTOR_ID), 1000)
+        .await
+        .expect("retries");
+    assert!(
+        !deferred.is_empty(),
+        "the backlog is deferred on its budget ({written} of {BACKLOG} written)"
+    );
+
+    // Every slot of the key's lead writes and searches is taken for the next 30 s (by other
+    // workers, say), and the deferred jobs, whose slots in both were booked, come back now.
+    // (Metadata reads are always waited for; they keep their slots.)
+    let db = store.pool().get().await.expect("connection");
+    db.batch_execute(
+        "UPDATE close_budgets SET tat = now() + interval '30 seconds' WHERE grp <> 'meta';
+         UPDATE retries SET next_attempt_at = now(),
+             envelope = jsonb_set(envelope, '{booked_groups}', '[\"search\", \"lead-write\"]');",
+    )
+    .await
+    .expect("move the slots away");
+    let slots_free_at = chrono::Utc::now() + chrono::Duration::seconds(30);
+    let sched = env.scheduler().expect("scheduler");
+    sched.republish_due_retries().await;
+    env.drain().await.expect("drain");
+    assert_eq!(
+        env.close.leads().len(),
+        written,
+        "nothing was sent before its slot"
+    );
+    let again = store
+        .retries(Some(CONNECTOR_ID), 1000)
+        .await
+        .expect("retries");
+    assert_eq!(again.len(), deferred.len(), "every job is deferred again");
+    let soonest = slots_free_at - chrono::Duration::seconds(2);
+    assert!(
+        again
+            .iter()
+            .all(|r| r.attempts == 0 && r.state == "scheduled" && r.next_attempt_at > soonest),
+        "deferred again until after the slots taken, without burning an attempt: {again:?}"
+    );
+
+    // The slots come back: every job completes, once.
+    db.batch_execute(
+        "UPDATE close_budgets SET tat = now();
+         UPDATE retries SET next_attempt_at = now();",
+    )
+    .await
+    .expect("free the slots");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.close.leads().len() < BACKLOG {
+        assert!(Instant::now() < deadline, "the backlog did not complete");
+        sched.republish_due_retries().await;
+        env.drain().await.expect("drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..BACKLOG {
+        assert_eq!(
+            env.leads_with_url(&format!("m{i}.com")).len(),
+            1,
+            "m{i}.com once"
+        );
+    }
+    assert!(store.retries(None, 10).await.expect("retries").is_empty());
+    env.cleanup().await;
+}

@@ -9,7 +9,8 @@
 //! return is booked on the budget's deferral lane (one spacing after the previous deferred
 //! job, after the slots already reserved), it is recorded in `retries` with the same attempt
 //! number, and acknowledged. It comes back about when the budget can serve it, and then runs
-//! without the limit. Jobs that need no Close request (unchanged entities, users whose contact
+//! waiting for its slot in the booked group (up to [`booked_max_wait`]; further away, it is
+//! deferred again, on the lane). Jobs that need no Close request (unchanged entities, users whose contact
 //! was created with their lead) are never deferred.
 
 use std::time::Duration;
@@ -26,8 +27,19 @@ use crate::{Ctx, JobError, Outcome};
 /// budget lost).
 pub const RETURN_EARLY: Duration = Duration::from_millis(500);
 
+/// The longest wait of a job that came back for its booked slot: it comes back
+/// [`RETURN_EARLY`] before the slot, the scheduler and the queue may make it a little late or
+/// early, and past that it is deferred again rather than waiting in a worker's place (a place
+/// that waits for seconds holds up every tenant queued behind it).
+pub fn booked_max_wait(defer_after: Duration) -> Duration {
+    defer_after + 2 * RETURN_EARLY
+}
+
 /// Books the return of a job deferred because `group` of the key `key_fp` is busy; returns
-/// how long to defer it.
+/// how long to defer it. Every deferred job takes the next place on the group's deferral
+/// lane, also one that came back for a booked slot and found it further away than it may
+/// wait: the lane spreads the returns at the rate the budget serves them, where jobs that
+/// merely waited for the slot to come near would all come back at once.
 pub async fn book_return(
     ctx: &Ctx,
     key_fp: &str,
@@ -48,20 +60,24 @@ pub async fn fairly(
     let limits = Deferring {
         max_wait: ctx.cfg.defer_after,
         booked_groups: env.booked_groups.clone(),
+        booked_max_wait: booked_max_wait(ctx.cfg.defer_after),
     };
-    match common::closeio::deferring(limits, job).await {
-        Err(e) => match busy(&e) {
-            Some((key_fp, group)) => {
-                let after = book_return(ctx, &key_fp, group).await?;
-                Err(JobError::Deferred {
-                    after,
-                    booked: Some(group),
-                })
-            }
-            None => Err(e),
-        },
-        ok => ok,
-    }
+    common::closeio::deferring(limits, async {
+        match job.await {
+            Err(e) => match busy(&e) {
+                Some((key_fp, group)) => {
+                    let after = book_return(ctx, &key_fp, group).await?;
+                    Err(JobError::Deferred {
+                        after,
+                        booked: Some(group),
+                    })
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        }
+    })
+    .await
 }
 
 /// The key and group of a budget found busy, whether by a Close call of the job itself or by

@@ -99,8 +99,82 @@ pub async fn account(
         .metadata
         .get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl)
         .await?;
+    if let Some(deferred) = defer_while_gathering(ctx, &t, account, hull_id).await? {
+        return Err(deferred);
+    }
     let (outcome, _lead_id) = sync(ctx, &t, &meta, Target::Lead { account }).await?;
     Ok(outcome)
+}
+
+/// A new account (Hull holds no Close id for it) whose lead is gathering its contacts is
+/// deferred first thing, without a lease or a sync-state read: a gathering exists only while
+/// the account has no lead. The create's place on the lead writes' deferral lane is booked
+/// now, so that in a burst the job — and the users that wait for it — come back once, when
+/// the budget can serve the create, instead of at the gathering's end and then again for the
+/// budget. A job that comes back at the gathering's end while its process knows the lead
+/// writes to be booked takes its place on the lane the same way. Returns the deferral, or
+/// `None` to sync.
+async fn defer_while_gathering(
+    ctx: &Ctx,
+    t: &Tenant,
+    account: &Map<String, Value>,
+    account_key: &str,
+) -> Result<Option<JobError>, JobError> {
+    let gather = ctx.cfg.new_lead_gather;
+    let lead_write = EndpointGroup::LeadWrite.as_str();
+    // A job that comes back for its booked create goes straight to it.
+    if gather.is_zero()
+        || str_field(account, "closeio/id").is_some()
+        || common::closeio::is_booked(lead_write)
+    {
+        return Ok(None);
+    }
+    let cid = t.connector.id.as_str();
+    let Some(g) = ctx.store.gather_lead(cid, account_key, gather).await? else {
+        return Ok(None);
+    };
+    if g.due_in.is_zero() {
+        // The gathering is over. While this process knows the tenant's lead writes to be
+        // booked, the create would only be refused: its place on their deferral lane is
+        // booked at once, before a lease or a claim is taken.
+        if g.claimed
+            || g.creator_back_in.is_some()
+            || ctx.close.check_booked(&t.key, EndpointGroup::LeadWrite).is_ok()
+        {
+            return Ok(None);
+        }
+    } else {
+        let body = mapping::lead_body(&t.settings, account, false);
+        look_up_while_gathering(ctx, t, account_key, &body);
+    }
+    if let Some(back_in) = g.creator_back_in {
+        // Another job of the account is booked to create the lead.
+        return Ok(Some(JobError::Deferred {
+            after: g.due_in.max(back_in),
+            booked: None,
+        }));
+    }
+    // The create's place among the tenant's deferred lead writes: at the gathering's end
+    // when the budget can serve it then, later in a burst (each new lead of the burst takes
+    // the next place, so they come back spread at the rate the budget serves them).
+    let slot_in = ctx.close.defer(&t.key.fingerprint(), lead_write).await?;
+    let after = slot_in
+        .saturating_sub(crate::fairness::RETURN_EARLY)
+        .max(g.due_in);
+    if after.is_zero() {
+        // The gathering is over and the lane is free after all: create now.
+        return Ok(None);
+    }
+    // Booked only when the lane places it beyond the gathering (with a free budget, it comes
+    // back at the gathering's end like any job).
+    let booked = after > g.due_in;
+    if booked {
+        ctx.store.note_creator_back(cid, account_key, after).await?;
+    }
+    Ok(Some(JobError::Deferred {
+        after,
+        booked: booked.then_some(lead_write),
+    }))
 }
 
 /// What is written: an account as a lead, or a user as a contact under its lead. Everything
@@ -790,11 +864,7 @@ async fn lead_of(
         };
         // Wait for the gathering to end, or for the job that will create the lead to come
         // back; once it is due and nobody is booked to create it, this job does.
-        let wait = if g.due_in.is_zero() {
-            g.creator_back_in.unwrap_or_default()
-        } else {
-            g.due_in
-        };
+        let wait = g.due_in.max(g.creator_back_in.unwrap_or_default());
         if !wait.is_zero() && !g.claimed {
             let pending = PendingContact {
                 user_id: str_field(user, "id").unwrap_or_default().to_owned(),

@@ -62,18 +62,40 @@ pub struct Deferring {
     /// The longest wait for a slot.
     pub max_wait: Duration,
     /// The groups whose slots were booked for this task when it was deferred before: its
-    /// requests of those groups wait for their slot, whatever `max_wait` (a job deferred once
-    /// keeps its place and is not sent to the back of a lane again).
+    /// requests of those groups are never refused because the group is booked (the booking
+    /// is theirs), and wait for their slot up to `booked_max_wait`.
     pub booked_groups: Vec<String>,
+    /// The longest wait for a slot of a booked group. A job comes back a little before its
+    /// slot; when it finds the slot further away (others took the slots, or Close paused the
+    /// group), it is deferred again instead of waiting in a worker's place — a place that
+    /// waits for seconds holds up every tenant queued behind it.
+    pub booked_max_wait: Duration,
 }
 
 impl Deferring {
-    /// The longest wait for a request of `group`: `None` for a booked group, and for the
-    /// metadata reads (statuses, custom fields), which every job of the tenant needs and each
-    /// process makes once per connector: a job waits for them rather than being deferred
-    /// before it could take its place in a new lead's gathering.
+    /// The longest wait for a request of `group`: `booked_max_wait` for a booked group, and
+    /// none for the metadata reads (statuses, custom fields), which every job of the tenant
+    /// needs and each process makes once per connector: a job waits for them rather than
+    /// being deferred before it could take its place in a new lead's gathering.
     pub fn max_wait_for(&self, group: &str) -> Option<Duration> {
-        (group != "meta" && !self.booked_groups.iter().any(|g| g == group)).then_some(self.max_wait)
+        if group == "meta" {
+            None
+        } else if self.is_booked(group) {
+            Some(self.booked_max_wait)
+        } else {
+            Some(self.max_wait)
+        }
+    }
+
+    /// Whether `group` was booked for this task by an earlier deferral.
+    pub fn is_booked(&self, group: &str) -> bool {
+        self.booked_groups.iter().any(|g| g == group)
+    }
+
+    /// Whether a request of `group` gives way at once while the group is known to be booked
+    /// for others: new work does; a booked request and a metadata read do not.
+    pub fn gives_way(&self, group: &str) -> bool {
+        group != "meta" && !self.is_booked(group)
     }
 }
 
@@ -99,6 +121,17 @@ pub fn current() -> Option<Deferring> {
 /// The longest wait the current task accepts for a request of `group`.
 pub(crate) fn max_wait_for(group: &str) -> Option<Duration> {
     DEFERRING.try_with(|d| d.max_wait_for(group)).ok().flatten()
+}
+
+/// Whether the current task's request of `group` gives way while the group is booked (see
+/// [`Deferring::gives_way`]); a task that set no limits waits for its slot.
+pub(crate) fn gives_way(group: &str) -> bool {
+    DEFERRING.try_with(|d| d.gives_way(group)).unwrap_or(false)
+}
+
+/// Whether `group` was booked for the current task by an earlier deferral.
+pub fn is_booked(group: &str) -> bool {
+    DEFERRING.try_with(|d| d.is_booked(group)).unwrap_or(false)
 }
 
 /// A budget failed (its store is unreachable); the request was not sent.
@@ -527,17 +560,24 @@ mod tests {
     }
 
     #[test]
-    fn metadata_reads_and_booked_groups_are_waited_for() {
+    fn metadata_reads_are_waited_for_and_booked_groups_up_to_their_bound() {
         let limits = Deferring {
             max_wait: Duration::from_millis(500),
             booked_groups: vec!["lead-write".into()],
+            booked_max_wait: Duration::from_millis(1500),
         };
         assert_eq!(
             limits.max_wait_for("search"),
             Some(Duration::from_millis(500))
         );
-        assert_eq!(limits.max_wait_for("lead-write"), None);
+        assert_eq!(
+            limits.max_wait_for("lead-write"),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(limits.max_wait_for("meta"), None);
+        assert!(limits.gives_way("search"));
+        assert!(!limits.gives_way("lead-write"), "its booking is its own");
+        assert!(!limits.gives_way("meta"));
     }
 
     /// Property: callers that will not wait never move the slots of those that do, and get

@@ -364,7 +364,7 @@ impl CloseClient {
     async fn pace(&self, key_fp: &str, group: &'static str) -> Result<(), CloseError> {
         let inner = &self.inner;
         let max_wait = super::budget::max_wait_for(group);
-        self.refuse_if_booked(key_fp, group, max_wait)?;
+        self.refuse_if_booked(key_fp, group, super::budget::gives_way(group))?;
         let slot = inner
             .budget
             .reserve(key_fp, group, inner.initial_spacing, inner.burst, max_wait)
@@ -396,23 +396,19 @@ impl CloseClient {
     /// for the key: work that would only wait can give way before it starts.
     pub fn check_booked(&self, key: &ApiKey, group: EndpointGroup) -> Result<(), CloseError> {
         let group = group.as_str();
-        self.refuse_if_booked(
-            &key.fingerprint(),
-            group,
-            super::budget::max_wait_for(group),
-        )
+        self.refuse_if_booked(&key.fingerprint(), group, super::budget::gives_way(group))
     }
 
-    /// A caller that will not wait long is refused at once while the group is known to be
-    /// booked — by a busy answer, or by jobs deferred before it, which it must not overtake —
-    /// and is sent to the group's deferral lane.
+    /// A caller that gives way (new work that will not wait long) is refused at once while
+    /// the group is known to be booked — by a busy answer, or by jobs deferred before it,
+    /// which it must not overtake — and is sent to the group's deferral lane.
     fn refuse_if_booked(
         &self,
         key_fp: &str,
         group: &'static str,
-        max_wait: Option<Duration>,
+        gives_way: bool,
     ) -> Result<(), CloseError> {
-        if max_wait.is_none() {
+        if !gives_way {
             return Ok(());
         }
         let booked = self

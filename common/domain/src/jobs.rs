@@ -207,7 +207,8 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub deferrals: u32,
     /// The Close endpoint groups whose slots were booked for its returns when it was deferred
-    /// (its requests of those groups wait for their slot instead of being deferred again).
+    /// (its requests of those groups are not refused for the booking, and wait for their
+    /// slot; a slot further away than a short bound defers the job again until then).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub booked_groups: Vec<String>,
     /// When it was first created.

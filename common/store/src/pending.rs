@@ -113,6 +113,25 @@ impl Store {
         }))
     }
 
+    /// Records that the job that will create the account's lead comes back in `back_in` (its
+    /// place on the budget's deferral lane was booked while the lead gathers): users that
+    /// join wait for it rather than try to create the lead at the gathering's end.
+    pub async fn note_creator_back(
+        &self,
+        connector_id: &str,
+        account_key: &str,
+        back_in: Duration,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute_p(
+            "UPDATE pending_leads SET retry_at = clock_timestamp() + make_interval(secs => $3)
+             WHERE connector_id = $1 AND account_key = $2 AND NOT claimed",
+            &[&connector_id, &account_key, &back_in.as_secs_f64()],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Gives a claim up because the creating job was deferred (its tenant's budget was busy):
     /// users may join again, and wait until `back_in` when the creator comes back. With
     /// `looked_up` (when, and the identifier value searched), the lookup the creator made then
