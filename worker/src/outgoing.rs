@@ -139,7 +139,10 @@ async fn defer_while_gathering(
         // booked at once, before a lease or a claim is taken.
         if g.claimed
             || g.creator_back_in.is_some()
-            || ctx.close.check_booked(&t.key, EndpointGroup::LeadWrite).is_ok()
+            || ctx
+                .close
+                .check_booked(&t.key, EndpointGroup::LeadWrite)
+                .is_ok()
         {
             return Ok(None);
         }
