@@ -18,6 +18,36 @@ fn account(domain: &str) -> Value {
     json!({"domain": domain, "name": domain, "segment_ids": [SYNC_SEGMENT]})
 }
 
+/// The options of a tenant (and possibly more) with `accounts` on a Close key limited to 8
+/// requests per second and group, whose jobs defer after 0.3 s.
+fn limited(accounts: Vec<Value>) -> EnvOptions {
+    EnvOptions {
+        accounts,
+        close: CloseConfig {
+            rate_limit_rps: Some(8.0),
+            rate_window_secs: 1.0,
+            ..CloseConfig::default()
+        },
+        vars: vec![
+            ("CLOSE_RATE_LIMIT_RPS".into(), "8".into()),
+            ("WORKER_DEFER_AFTER_SECS".into(), "0.3".into()),
+        ],
+        ..EnvOptions::default()
+    }
+}
+
+/// The Hull ids of the accounts `{prefix}{i}.com` for `i` below `n`.
+fn account_ids(env: &TestEnv, prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            env.hull
+                .find_account("domain", &format!("{prefix}{i}.com"))
+                .expect("account")
+                .id
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_tenant_with_a_backlog_does_not_hold_up_another_tenants_update() {
     const BACKLOG: usize = 30;
@@ -27,37 +57,17 @@ async fn a_tenant_with_a_backlog_does_not_hold_up_another_tenants_update() {
     accounts.push(account("tenant-b.com"));
     let mut b_settings = harness::default_settings();
     b_settings["api_key"] = json!(B_KEY);
-    let env = TestEnv::start(EnvOptions {
-        accounts,
-        close: CloseConfig {
-            api_keys: vec![B_KEY.into()],
-            rate_limit_rps: Some(8.0),
-            rate_window_secs: 1.0,
-            ..CloseConfig::default()
-        },
-        more_connectors: vec![ConnectorSeed {
-            id: B_ID.into(),
-            secret: B_SECRET.into(),
-            private_settings: b_settings,
-            settings: json!({}),
-            url: None,
-        }],
-        vars: vec![
-            ("CLOSE_RATE_LIMIT_RPS".into(), "8".into()),
-            ("WORKER_DEFER_AFTER_SECS".into(), "0.3".into()),
-        ],
-        ..EnvOptions::default()
-    })
-    .await
-    .expect("test env");
-    let a_ids: Vec<String> = (0..BACKLOG)
-        .map(|i| {
-            env.hull
-                .find_account("domain", &format!("a{i}.com"))
-                .expect("account")
-                .id
-        })
-        .collect();
+    let mut opts = limited(accounts);
+    opts.close.api_keys = vec![B_KEY.into()];
+    opts.more_connectors = vec![ConnectorSeed {
+        id: B_ID.into(),
+        secret: B_SECRET.into(),
+        private_settings: b_settings,
+        settings: json!({}),
+        url: None,
+    }];
+    let env = TestEnv::start(opts).await.expect("test env");
+    let a_ids = account_ids(&env, "a", BACKLOG);
     let b_id = env
         .hull
         .find_account("domain", "tenant-b.com")
@@ -148,29 +158,8 @@ async fn a_job_whose_booked_slot_moved_away_is_deferred_again_instead_of_waiting
     let accounts: Vec<Value> = (0..BACKLOG)
         .map(|i| account(&format!("m{i}.com")))
         .collect();
-    let env = TestEnv::start(EnvOptions {
-        accounts,
-        close: CloseConfig {
-            rate_limit_rps: Some(8.0),
-            rate_window_secs: 1.0,
-            ..CloseConfig::default()
-        },
-        vars: vec![
-            ("CLOSE_RATE_LIMIT_RPS".into(), "8".into()),
-            ("WORKER_DEFER_AFTER_SECS".into(), "0.3".into()),
-        ],
-        ..EnvOptions::default()
-    })
-    .await
-    .expect("test env");
-    let ids: Vec<String> = (0..BACKLOG)
-        .map(|i| {
-            env.hull
-                .find_account("domain", &format!("m{i}.com"))
-                .expect("account")
-                .id
-        })
-        .collect();
+    let env = TestEnv::start(limited(accounts)).await.expect("test env");
+    let ids = account_ids(&env, "m", BACKLOG);
     let r = env
         .hull
         .notify(CONNECTOR_ID, "account:update", &ids)

@@ -312,10 +312,12 @@ async fn a_burst_of_new_accounts_is_looked_up_together_while_their_leads_gather(
             .count()
     };
     assert_eq!(served("/lead/"), 10, "only the missing leads are created");
-    // One lookup per create (each creator alone, as its turn came) would be 10 or more.
+    // One lookup per create (each creator alone, as its turn came) would be 10 or more, and
+    // without the lookups made while the leads gather it is 8. Usually 3–4; a loaded machine
+    // splits the burst's lookups over a search or two more.
     let searches = served("/data/search/");
     assert!(
-        searches <= 4,
+        searches <= 6,
         "the burst's lookups share searches while the leads gather: {searches}"
     );
     env.cleanup().await;
