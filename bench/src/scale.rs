@@ -136,6 +136,12 @@ pub(crate) fn spawn(
         Ok(w) if bin == "closeio-worker" => w.split_whitespace().map(str::to_owned).collect(),
         _ => Vec::new(),
     };
+    // `BENCH_TRACE_DIR` keeps each process's log there (at `BENCH_RUST_LOG`, default info),
+    // and each phase's Close requests (see [`write_trace`]).
+    let trace = trace_dir().map(|dir| {
+        let level = std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into());
+        (dir, level)
+    });
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
@@ -150,8 +156,17 @@ pub(crate) fn spawn(
         .envs(vars)
         .env("DATABASE_URL", db_url)
         .env(listen_var, format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env(
+            "RUST_LOG",
+            trace.as_ref().map_or("warn", |(_, level)| level.as_str()),
+        )
+        .stdout(match &trace {
+            Some((dir, _)) => Stdio::from(
+                std::fs::File::create(dir.join(format!("{name}.log")))
+                    .with_context(|| format!("creating the log of {name} in {}", dir.display()))?,
+            ),
+            None => Stdio::null(),
+        })
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {bin}"))?;
@@ -193,6 +208,34 @@ async fn postgres_cpu(client: &tokio_postgres::Client) -> f64 {
     rows.iter()
         .map(|r| cpu_secs(u32::try_from(r.get::<_, i32>(0)).unwrap_or(0)))
         .sum()
+}
+
+/// The directory named by `BENCH_TRACE_DIR`, if any.
+fn trace_dir() -> Option<PathBuf> {
+    std::env::var_os("BENCH_TRACE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
+/// With `BENCH_TRACE_DIR`, writes a phase's Close requests there as JSON lines
+/// (`requests-<label>.jsonl`: arrival in µs, method, path, query, group, status, body).
+fn write_trace(
+    label: &str,
+    requests: &[harness::sandbox::close::RequestRecord],
+) -> anyhow::Result<()> {
+    let Some(dir) = trace_dir() else {
+        return Ok(());
+    };
+    let path = dir.join(format!("requests-{label}.jsonl"));
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    for r in requests {
+        serde_json::to_writer(&mut out, r)?;
+        std::io::Write::write_all(&mut out, b"\n")?;
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(())
 }
 
 /// What one phase measured.
@@ -420,8 +463,10 @@ async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow
     let mut max_connections = 0;
     eprintln!("N = {workers}: new entities…");
     let new = phase(env, &procs, &pg, timeout, &mut max_connections).await?;
+    write_trace(&format!("{workers}-new"), &new.requests)?;
     eprintln!("N = {workers}: unchanged…");
     let unchanged = phase(env, &procs, &pg, timeout, &mut max_connections).await?;
+    write_trace(&format!("{workers}-unchanged"), &unchanged.requests)?;
     let peak_rss = procs
         .iter()
         .map(|p| (p.name.clone(), peak_rss_mb(p.child.id())))

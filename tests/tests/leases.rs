@@ -152,6 +152,47 @@ async fn a_released_lease_is_free_at_once_and_renewal_keeps_it() {
     db.drop_db().await;
 }
 
+/// The state is read without a lease only while nobody holds one: a job whose body matches it
+/// has nothing to write; while another job writes, it waits for the lease instead.
+#[tokio::test]
+async fn the_state_is_read_without_a_lease_only_while_none_is_held() {
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let (a, b) = (worker_store(&db), worker_store(&db));
+    let ttl = Duration::from_millis(300);
+    let unleased = |s: &Store| {
+        let s = s.clone();
+        async move {
+            s.state_unless_leased("c1", EntityKind::Account, "acc_1")
+                .await
+                .expect("read")
+        }
+    };
+    // Never synced, not held: an empty state.
+    assert_eq!(unleased(&b).await, Some(SyncState::default()));
+    let lease = a
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    assert_eq!(unleased(&b).await, None, "held by A");
+    // A's commit gives the lease up and records the state together.
+    a.commit_entity(&lease, &state("lead_1"))
+        .await
+        .expect("commit");
+    assert_eq!(unleased(&b).await, Some(state("lead_1")));
+    // A lease left by a job that died stops counting when it expires.
+    let _abandoned = a
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    assert_eq!(unleased(&b).await, None);
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(unleased(&b).await, Some(state("lead_1")));
+    db.drop_db().await;
+}
+
 /// A lookup made while a new lead gathers serves the next claim once; it is never recorded on
 /// a gathering that was claimed (its claimer may have sent the create and died).
 #[tokio::test]

@@ -160,6 +160,58 @@ async fn users_that_come_before_their_account_are_nested_too() {
 }
 
 #[tokio::test]
+async fn a_user_that_finds_the_gathering_over_creates_the_lead_with_its_own_contact_nested() {
+    let env = env(CloseConfig::default()).await;
+    // The account's job starts the gathering and is deferred to its end (it stays in
+    // `retries`: nothing republishes it here).
+    notify(&env, "account:update", &[account_id(&env)]).await;
+    env.drain().await.expect("drain");
+    assert_eq!(count(&env, "POST", "/lead/"), 0, "the lead gathers first");
+    // The gathering is over, and nobody is booked to create the lead.
+    let store = env.store().expect("store");
+    let db = store.pool().get().await.expect("connection");
+    let ended = db
+        .execute(
+            "UPDATE pending_leads SET due_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .expect("end the gathering");
+    assert_eq!(ended, 1);
+    drop(db);
+    // A user comes now: it creates the lead itself, its own contact nested in the create.
+    notify(&env, "user:update", &user_ids(&env, &USERS[..1])).await;
+    env.drain().await.expect("drain");
+    let creates: Vec<_> = env
+        .close
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/lead/"))
+        .collect();
+    assert_eq!(creates.len(), 1, "one lead create");
+    let nested = creates[0].body.as_ref().expect("body")["contacts"].clone();
+    assert_eq!(
+        nested.as_array().map(Vec::len),
+        Some(1),
+        "the user's contact is nested: {nested}"
+    );
+    assert_eq!(nested[0]["emails"][0]["email"], json!(USERS[0]));
+    assert_eq!(
+        count(&env, "POST", "/contact/"),
+        0,
+        "no contact created on its own"
+    );
+    let user = env.hull.find_user("email", USERS[0]).expect("user");
+    let contacts = env.close.contacts();
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(
+        user.attributes["closeio/id"], contacts[0]["id"],
+        "written back"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_user_after_the_lead_was_created_gets_its_own_contact() {
     let env = env(CloseConfig::default()).await;
     notify(&env, "account:update", &[account_id(&env)]).await;

@@ -203,8 +203,8 @@ impl EarlyLookups {
     }
 
     /// Starts the lookup of `value` in `field` for the account's new lead and returns at once.
-    /// A lookup that found a lead, failed, or would have waited for the budget records
-    /// nothing: the creator then looks the lead up itself.
+    /// A lookup that found a lead or failed records nothing: the creator then looks the lead
+    /// up itself.
     pub fn start(
         &self,
         key: ApiKey,
@@ -214,14 +214,13 @@ impl EarlyLookups {
         account_key: String,
     ) {
         let me = self.clone();
-        let limits = common::closeio::budget::current();
+        // Its own task, without the job's budget limits: it holds no worker place, so it
+        // waits for its slot in the search group rather than being dropped when a burst's
+        // lookups need more than the next `WORKER_DEFER_AFTER_SECS` of that group's budget
+        // (the creators would then each search on their own).
         tokio::spawn(async move {
             let at = Utc::now();
-            let search = me.lookups.find(&key, &field, &value);
-            let found = match limits {
-                Some(limits) => common::closeio::deferring(limits, search).await,
-                None => search.await,
-            };
+            let found = me.lookups.find(&key, &field, &value).await;
             let outcome = match found {
                 Ok(leads) if leads.is_empty() => {
                     let note = Note {

@@ -260,13 +260,10 @@ async fn sync(
         Target::Contact { user, lead_id } => mapping::contact_body(&t.settings, user, lead_id),
     };
     let hash = mapping::body_hash(&body);
-
-    let lease = crate::lease::hold(ctx, cid, kind, hull_id).await?;
-    let state = state_of(ctx, cid, kind, hull_id).await?;
-    if let (Some(id), Some(h)) = (&state.close_id, &state.body_hash) {
-        // A contact that moved to another lead is written again even with the same body.
-        if *h == hash && state.lead_id.as_deref() == target.lead_id() {
-            lease.release().await?;
+    // Nothing to write is found without a lease (one statement instead of three); otherwise
+    // the state is read again under the lease, which another job may have released since.
+    if let Some(state) = ctx.store.state_unless_leased(cid, kind, hull_id).await? {
+        if let Some(id) = unchanged_id(&state, &hash, target.lead_id()) {
             log_unchanged(kind, hull_id, id);
             return Ok((
                 Outcome::Unchanged {
@@ -275,6 +272,18 @@ async fn sync(
                 id.clone(),
             ));
         }
+    }
+    let lease = crate::lease::hold(ctx, cid, kind, hull_id).await?;
+    let state = state_of(ctx, cid, kind, hull_id).await?;
+    if let Some(id) = unchanged_id(&state, &hash, target.lead_id()) {
+        lease.release().await?;
+        log_unchanged(kind, hull_id, id);
+        return Ok((
+            Outcome::Unchanged {
+                close_id: id.clone(),
+            },
+            id.clone(),
+        ));
     }
     let known_id = state
         .close_id
@@ -382,6 +391,16 @@ async fn sync(
         },
         close_id,
     ))
+}
+
+/// The Close id of an entity whose recorded state already has this body hash (and, for a
+/// contact, this lead: a contact that moved to another lead is written again even with the
+/// same body).
+fn unchanged_id<'s>(state: &'s SyncState, hash: &str, lead_id: Option<&str>) -> Option<&'s String> {
+    match (&state.close_id, &state.body_hash) {
+        (Some(id), Some(h)) if h == hash && state.lead_id.as_deref() == lead_id => Some(id),
+        _ => None,
+    }
 }
 
 fn log_unchanged(kind: EntityKind, hull_id: &str, close_id: &str) {
@@ -865,20 +884,27 @@ async fn lead_of(
                 after: std::time::Duration::from_secs(1),
             });
         };
-        // Wait for the gathering to end, or for the job that will create the lead to come
-        // back; once it is due and nobody is booked to create it, this job does.
-        let wait = g.due_in.max(g.creator_back_in.unwrap_or_default());
-        if !wait.is_zero() && !g.claimed {
+        // The user's contact joins the gathering even when this job creates the lead itself
+        // (below): it is then nested in that create, not written on its own after it.
+        if !g.claimed {
             let pending = PendingContact {
                 user_id: str_field(user, "id").unwrap_or_default().to_owned(),
                 body: mapping::contact_body(&t.settings, user, PENDING_LEAD_ID),
                 claims: claims_from(user, &["id", "email", "external_id"]),
             };
-            if ctx
+            let joined = ctx
                 .store
                 .add_pending_contact(cid, &account_id, &pending)
-                .await?
-            {
+                .await?;
+            // Wait for the gathering to end, or for the job that will create the lead to come
+            // back — unless this job is that one, back for the lead write booked for it. Once
+            // it is due and nobody is booked to create it, this job does.
+            let wait = if common::closeio::is_booked(EndpointGroup::LeadWrite.as_str()) {
+                std::time::Duration::ZERO
+            } else {
+                g.due_in.max(g.creator_back_in.unwrap_or_default())
+            };
+            if joined && !wait.is_zero() {
                 return Err(JobError::Deferred {
                     after: wait + GATHER_MARGIN,
                     booked: None,

@@ -102,6 +102,40 @@ impl Store {
         Ok(())
     }
 
+    /// The sync state of an entity if nobody holds its lease, in one statement (one snapshot:
+    /// a fenced commit gives the lease up and writes the state together, so this never sees
+    /// the lease gone without the state it wrote); `None` while a lease is held. A job whose
+    /// body matches this state has nothing to write and needs no lease: reading it is as if
+    /// the job had claimed and released the lease at that instant.
+    pub async fn state_unless_leased(
+        &self,
+        connector_id: &str,
+        kind: EntityKind,
+        hull_id: &str,
+    ) -> Result<Option<SyncState>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one_p(
+                "SELECT s.close_id, s.lead_id, s.body_hash, s.failures,
+                        EXISTS (SELECT 1 FROM entity_leases l
+                                WHERE l.connector_id = $1 AND l.kind = $2 AND l.hull_id = $3
+                                  AND l.expires_at > clock_timestamp())
+                 FROM (SELECT 1) AS one
+                 LEFT JOIN sync_state s ON s.connector_id = $1 AND s.kind = $2 AND s.hull_id = $3",
+                &[&connector_id, &kind.as_str(), &hull_id],
+            )
+            .await?;
+        if row.get::<_, bool>(4) {
+            return Ok(None);
+        }
+        Ok(Some(SyncState {
+            close_id: row.get(0),
+            lead_id: row.get(1),
+            body_hash: row.get(2),
+            failures: row.get::<_, Option<i32>>(3).unwrap_or_default(),
+        }))
+    }
+
     /// Records a successful write and releases the lease, in one statement, only if
     /// the lease is still this job's and has not expired; otherwise [`StoreError::LeaseLost`]
     /// and nothing is written.
