@@ -147,6 +147,74 @@ async fn a_tenant_with_a_backlog_does_not_hold_up_another_tenants_update() {
     env.cleanup().await;
 }
 
+/// Ingest gives each tenant an allowance of the main outgoing queue: the rest of a burst waits
+/// in the bulk queue, which workers consume side by side with the main one, so another
+/// tenant's update never stands behind the burst. Everything still completes, once; a bulk job
+/// deferred for a booked slot comes back in the main queue.
+#[tokio::test]
+async fn a_tenants_burst_waits_in_the_bulk_queue_and_another_tenants_update_does_not() {
+    use common::jobs::QueueKind;
+    const BURST: usize = 30;
+    let mut accounts: Vec<Value> = (0..BURST).map(|i| account(&format!("a{i}.com"))).collect();
+    accounts.push(account("tenant-b.com"));
+    let mut b_settings = harness::default_settings();
+    b_settings["api_key"] = json!(B_KEY);
+    let mut opts = limited(accounts);
+    opts.vars.extend([
+        ("INGEST_TENANT_RATE".into(), "1".into()),
+        ("INGEST_TENANT_BURST".into(), "5".into()),
+    ]);
+    opts.close.api_keys = vec![B_KEY.into()];
+    opts.more_connectors = vec![ConnectorSeed {
+        id: B_ID.into(),
+        secret: B_SECRET.into(),
+        private_settings: b_settings,
+        settings: json!({}),
+        url: None,
+    }];
+    let env = TestEnv::start(opts).await.expect("test env");
+    let a_ids = account_ids(&env, "a", BURST);
+    let b_id = env
+        .hull
+        .find_account("domain", "tenant-b.com")
+        .expect("account")
+        .id;
+    for (connector, ids) in [(CONNECTOR_ID, a_ids), (B_ID, vec![b_id])] {
+        let r = env
+            .hull
+            .notify(connector, "account:update", &ids)
+            .await
+            .expect("notify");
+        assert!(!r.failed, "{r:?}");
+    }
+    // A's first five (its allowance) and B's update in the main queue; the rest of A's burst
+    // in the bulk queue.
+    let depth = |kind| {
+        let env = &env;
+        async move { env.depth(kind).await.expect("depth") }
+    };
+    assert_eq!(depth(QueueKind::Outgoing).await, 6);
+    assert_eq!(depth(QueueKind::Bulk).await, BURST as u32 - 5);
+
+    // Everything completes, once: the bulk queue is consumed too, and A's jobs deferred for
+    // their booked slots come back through the main queue.
+    env.drain_with_retries(Duration::from_secs(90))
+        .await
+        .expect("drain");
+    assert_eq!(env.leads_with_url("tenant-b.com").len(), 1);
+    for i in 0..BURST {
+        assert_eq!(
+            env.leads_with_url(&format!("a{i}.com")).len(),
+            1,
+            "a{i}.com once"
+        );
+    }
+    assert_eq!(depth(QueueKind::Bulk).await, 0);
+    let store = env.store().expect("store");
+    assert!(store.retries(None, 10).await.expect("retries").is_empty());
+    env.cleanup().await;
+}
+
 /// A deferred job comes back a little before its booked slot. When it finds that slot further
 /// away than it may wait (other workers took the slots, or Close paused the group), it is
 /// deferred again, after the slots already taken, instead of waiting in a worker's place — a
