@@ -519,10 +519,6 @@ impl Admin {
         let mut out = Vec::new();
         for (name, role) in [
             (t.queue(QueueKind::Outgoing), "Hull → Close writes"),
-            (
-                t.queue(QueueKind::Bulk),
-                "Hull → Close writes of a tenant's burst",
-            ),
             (t.queue(QueueKind::Incoming), "Close → Hull reads"),
             (t.dead_queue(), "dead letters (broker copies)"),
         ] {

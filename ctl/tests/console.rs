@@ -506,7 +506,7 @@ async fn the_json_api_offers_every_console_action() {
         .await
         .expect("json");
     assert_eq!(overview["connectors"][0]["id"], CONNECTOR);
-    assert_eq!(overview["queues"].as_array().map(Vec::len), Some(4));
+    assert_eq!(overview["queues"].as_array().map(Vec::len), Some(3));
     assert_eq!(overview["dead_letter_retention_days"], 30);
     let classes: Value = api(reqwest::Method::GET, "/dlq/classes")
         .await

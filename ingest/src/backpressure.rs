@@ -115,15 +115,8 @@ impl Gauge {
                 return depth;
             }
         }
-        // Both outgoing queues: a burst waits in the bulk one.
-        let t = self.queue.topology();
-        let depth = match (
-            self.queue.depth(&t.queue(QueueKind::Outgoing)).await,
-            self.queue.depth(&t.queue(QueueKind::Bulk)).await,
-        ) {
-            (Ok(a), Ok(b)) => Some(a.saturating_add(b)),
-            _ => None,
-        };
+        let name = self.queue.topology().queue(QueueKind::Outgoing);
+        let depth = self.queue.depth(&name).await.ok();
         if let Some(d) = depth {
             metrics::gauge!("ingest_outgoing_queue_depth").set(f64::from(d));
         }

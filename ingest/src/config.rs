@@ -90,15 +90,6 @@ pub struct IngestConfig {
     /// Jobs published per confirm round trip for /batch extracts
     #[arg(env = "PUBLISH_BATCH", default_value = "500", value_parser = config::positive::<usize>)]
     pub publish_batch: usize,
-    /// Entities per second one connector may send to the main outgoing queue; beyond that (a
-    /// burst: an import, a segment change) its entities go to the bulk queue, so that they
-    /// never hold up another connector's updates. 0 sends everything to the main queue
-    #[arg(env = "INGEST_TENANT_RATE", default_value = "20")]
-    pub tenant_rate: u32,
-    /// How many entities one connector may send at once to the main outgoing queue (the burst
-    /// of its `INGEST_TENANT_RATE` allowance)
-    #[arg(env = "INGEST_TENANT_BURST", default_value = "200", value_parser = config::positive::<u32>)]
-    pub tenant_burst: u32,
     /// Accepted distance between a Close webhook's timestamp and now, in seconds
     #[arg(env = "CLOSE_WEBHOOK_TOLERANCE_SECS", default_value = "300", value_parser = config::seconds)]
     pub webhook_tolerance: Duration,

@@ -9,7 +9,6 @@
 //! credentials, [`backpressure`] turns the broker's state into flow control, and [`server`]
 //! bounds connections and slow clients.
 
-pub mod allowance;
 pub mod auth;
 pub mod backpressure;
 pub mod batch;
@@ -99,8 +98,6 @@ pub struct AppInner {
     pub limits: backpressure::Limits,
     /// The outgoing queue's depth and publish latency.
     pub gauge: backpressure::Gauge,
-    /// Each connector's allowance of the main outgoing queue.
-    pub allowance: allowance::TenantAllowance,
 }
 
 impl std::ops::Deref for App {
@@ -133,7 +130,6 @@ impl App {
         };
         let limits = backpressure::Limits::from_config(&cfg);
         let gauge = backpressure::Gauge::new(queue.clone(), cfg.flow_control_depth_ttl);
-        let allowance = allowance::TenantAllowance::new(cfg.tenant_rate, cfg.tenant_burst);
         Ok(App {
             inner: Arc::new(AppInner {
                 cfg,
@@ -145,7 +141,6 @@ impl App {
                 slots,
                 limits,
                 gauge,
-                allowance,
             }),
         })
     }

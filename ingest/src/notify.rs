@@ -556,10 +556,7 @@ pub async fn smart_notifier(State(app): State<App>, headers: HeaderMap, body: Bo
         }
     }
     // 5. The messages, one by one.
-    let Split {
-        mut jobs,
-        refused: bad,
-    } = split(&n);
+    let Split { jobs, refused: bad } = split(&n);
     if entity_of(&n.channel).is_none() {
         tracing::debug!(channel = %n.channel, "channel without handler");
     }
@@ -581,9 +578,7 @@ pub async fn smart_notifier(State(app): State<App>, headers: HeaderMap, body: Bo
             return respond(StatusCode::SERVICE_UNAVAILABLE, body);
         }
     };
-    // 6. Publish once per notification id; what is beyond the tenant's allowance of the main
-    // outgoing queue goes to the bulk queue.
-    let bulk = app.allowance.mark(&n.connector_id, &mut jobs);
+    // 6. Publish once per notification id.
     let queue = app.queue.clone();
     let published = jobs.len();
     let started = Instant::now();
@@ -600,7 +595,6 @@ pub async fn smart_notifier(State(app): State<App>, headers: HeaderMap, body: Bo
                 log_refused(env, reason);
             }
             count("accepted");
-            metrics::counter!("ingest_jobs_bulk_total").increment(bulk as u64);
             metrics::counter!("ingest_jobs_published_total", "channel" => n.channel.clone())
                 .increment(published as u64);
             if !bad.is_empty() {

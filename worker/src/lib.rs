@@ -602,7 +602,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         loop {
             let mut got_any = false;
-            for kind in QueueKind::ALL {
+            for kind in [QueueKind::Outgoing, QueueKind::Incoming] {
                 while tasks.len() < self.ctx.cfg.concurrency {
                     match self.ctx.queue.get(&ch, kind).await? {
                         Some(d) => {

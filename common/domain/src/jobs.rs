@@ -13,26 +13,20 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueKind {
-    /// Hull → Close writes: a tenant's updates while it sends few, and every job coming back
-    /// for its booked Close slot.
+    /// Hull → Close writes.
     Outgoing,
-    /// Hull → Close writes of a tenant in a burst (beyond ingest's per-connector allowance,
-    /// `INGEST_TENANT_RATE`): a backlog here never holds up another tenant's update in
-    /// `Outgoing`, which workers consume side by side with it.
-    Bulk,
     /// Close → Hull reads (fetch pages, lead refreshes).
     Incoming,
 }
 
 impl QueueKind {
     /// Every queue kind.
-    pub const ALL: [QueueKind; 3] = [QueueKind::Outgoing, QueueKind::Bulk, QueueKind::Incoming];
+    pub const ALL: [QueueKind; 2] = [QueueKind::Outgoing, QueueKind::Incoming];
 
     /// The routing key and queue name suffix.
     pub fn as_str(&self) -> &'static str {
         match self {
             QueueKind::Outgoing => "outgoing",
-            QueueKind::Bulk => "outgoing-bulk",
             QueueKind::Incoming => "incoming",
         }
     }
@@ -217,10 +211,6 @@ pub struct Envelope {
     /// slot; a slot further away than a short bound defers the job again until then).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub booked_groups: Vec<String>,
-    /// Part of its tenant's burst: an outgoing job goes to the bulk queue (see
-    /// [`Envelope::queue`]).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub bulk: bool,
     /// When it was first created.
     pub created_at: DateTime<Utc>,
     /// The work.
@@ -232,17 +222,6 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Envelope {
-    /// The queue it is published to: its job's, except that an outgoing job of a tenant's
-    /// burst goes to [`QueueKind::Bulk`] — until it is deferred for a booked Close slot: it
-    /// then comes back when that slot is near, in [`QueueKind::Outgoing`], so that a backlog
-    /// in the bulk queue does not make it miss the slot.
-    pub fn queue(&self) -> QueueKind {
-        match self.job.queue() {
-            QueueKind::Outgoing if self.bulk && self.booked_groups.is_empty() => QueueKind::Bulk,
-            kind => kind,
-        }
-    }
-
     /// A new envelope for `job`.
     pub fn new(connector_id: impl Into<String>, job: Job) -> Self {
         Envelope {
@@ -251,7 +230,6 @@ impl Envelope {
             attempt: 0,
             deferrals: 0,
             booked_groups: Vec::new(),
-            bulk: false,
             created_at: Utc::now(),
             job,
         }

@@ -1,9 +1,8 @@
 //! The queue facade over lapin (RabbitMQ).
 //!
 //! Topology, for a prefix `P` (`QUEUE_PREFIX`, unique per test):
-//! - `P.jobs`: durable direct exchange; routing keys `outgoing`, `outgoing-bulk` and
-//!   `incoming` (an envelope's [`Envelope::queue`]);
-//! - `P.outgoing`, `P.outgoing-bulk`, `P.incoming`: durable **quorum** queues with a delivery limit
+//! - `P.jobs`: durable direct exchange; routing keys `outgoing` and `incoming`;
+//! - `P.outgoing`, `P.incoming`: durable **quorum** queues with a delivery limit
 //!   (`x-delivery-limit`): a message that crashed or timed out workers that many times is
 //!   dead-lettered by the broker instead of looping forever;
 //! - `P.dlx` → `P.dead`: the dead-letter exchange and queue (broker dead-letters and the
@@ -264,7 +263,7 @@ impl Queue {
                 self.inner.timeout,
                 ch.basic_publish(
                     t.exchange().into(),
-                    env.queue().as_str().into(),
+                    env.job.queue().as_str().into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()
@@ -404,7 +403,6 @@ impl Queue {
         let t = &self.inner.topology;
         for q in [
             t.queue(QueueKind::Outgoing),
-            t.queue(QueueKind::Bulk),
             t.queue(QueueKind::Incoming),
             t.dead_queue(),
         ] {
