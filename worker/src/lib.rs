@@ -165,6 +165,8 @@ pub struct Ctx {
     pub early_lookups: lookups::EarlyLookups,
     /// Jobs in flight in this process (mirrors the `worker_jobs_in_flight` gauge).
     pub in_flight: Arc<std::sync::atomic::AtomicI64>,
+    /// The tenants loaded, per settings version.
+    pub tenants: tenant::TenantCache,
 }
 
 /// Counts a job in flight for as long as it lives, however it ends (done, failed, panicked or
@@ -305,6 +307,7 @@ impl Worker {
                 early_lookups,
                 cfg,
                 in_flight: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+                tenants: tenant::TenantCache::default(),
             }),
         })
     }

@@ -1,11 +1,17 @@
 //! The tenant of a job: its connector, parsed settings, Close API key and Hull credentials,
 //! loaded once per job by outgoing and incoming jobs alike. A parked connector is refused here
-//! (see `store::parking`), and the settings version read is noted for the parking race.
+//! (see `store::parking`), and the settings version read is noted for the parking race. A
+//! tenant is loaded once per settings version and kept ([`TenantCache`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use common::closeio::ApiKey;
 use common::hull::HullCredentials;
 use common::mapping::Settings;
-use common::store::Connector;
+use common::store::{Connector, ConnectorVersion};
 
 use crate::{Ctx, JobError};
 
@@ -21,8 +27,34 @@ pub struct Tenant {
     pub creds: HullCredentials,
 }
 
+/// The tenants this process has loaded, each with the version it was loaded at: a job reads
+/// only the connector's version row (no settings, metadata or secrets to transfer, decrypt and
+/// parse) and reuses the loaded tenant while the version, the metadata's fetch time and the
+/// parking are unchanged.
+#[derive(Default)]
+pub struct TenantCache {
+    loaded: Mutex<HashMap<String, (ConnectorVersion, Arc<Tenant>)>>,
+}
+
+/// Connectors kept at most; beyond, the cache starts again (a deployment has a few).
+const MAX_CACHED: usize = 1024;
+
 /// Loads the connector of a job and checks it can be used.
-pub async fn tenant(ctx: &Ctx, connector_id: &str) -> Result<Tenant, JobError> {
+pub async fn tenant(ctx: &Ctx, connector_id: &str) -> Result<Arc<Tenant>, JobError> {
+    let version = ctx
+        .store
+        .connector_version(connector_id)
+        .await?
+        .ok_or_else(|| JobError::Permanent(format!("unknown connector {connector_id}")))?;
+    crate::note_settings_version(version.settings_version);
+    if let Some(reason) = &version.parked_reason {
+        return Err(JobError::Parked(reason.clone()));
+    }
+    if let Some((seen, t)) = ctx.tenants.loaded.lock().get(connector_id) {
+        if *seen == version {
+            return Ok(t.clone());
+        }
+    }
     let connector = ctx
         .store
         .connector(connector_id)
@@ -41,10 +73,21 @@ pub async fn tenant(ctx: &Ctx, connector_id: &str) -> Result<Tenant, JobError> {
     }
     let key = ApiKey::new(settings.api_key.clone().unwrap_or_default());
     let creds = common::clients::hull_credentials(&connector);
-    Ok(Tenant {
+    let loaded = ConnectorVersion {
+        settings_version: connector.settings_version,
+        metadata_fetched_at: connector.metadata_fetched_at,
+        parked_reason: None,
+    };
+    let t = Arc::new(Tenant {
         connector,
         settings,
         key,
         creds,
-    })
+    });
+    let mut cache = ctx.tenants.loaded.lock();
+    if cache.len() >= MAX_CACHED {
+        cache.clear();
+    }
+    cache.insert(connector_id.to_owned(), (loaded, t.clone()));
+    Ok(t)
 }

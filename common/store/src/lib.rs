@@ -156,6 +156,17 @@ pub struct UpsertOutcome {
     pub settings_changed: bool,
 }
 
+/// See [`Store::connector_version`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorVersion {
+    /// Raised by every change of settings, API key or credentials.
+    pub settings_version: i64,
+    /// When the Close metadata was last fetched.
+    pub metadata_fetched_at: Option<DateTime<Utc>>,
+    /// Why it is parked, if it is.
+    pub parked_reason: Option<String>,
+}
+
 /// The sync state of one entity.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct SyncState {
@@ -439,6 +450,27 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let stored = self.secrets.open(row.get::<_, Vec<u8>>(0).as_slice())?;
         Ok(Some(constant_time_eq(stored.as_bytes(), secret.as_bytes())))
+    }
+
+    /// What decides whether a copy of the connector read earlier is still current: its
+    /// settings version (raised by every change of settings, key or credentials), when its
+    /// metadata was fetched, and whether it is parked. One small row, nothing to decrypt.
+    pub async fn connector_version(
+        &self,
+        id: &str,
+    ) -> Result<Option<ConnectorVersion>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt_p(
+                "SELECT settings_version, metadata_fetched_at, parked_reason FROM connectors WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|row| ConnectorVersion {
+            settings_version: row.get(0),
+            metadata_fetched_at: row.get(1),
+            parked_reason: row.get(2),
+        }))
     }
 
     /// A connector with its secrets decrypted.
