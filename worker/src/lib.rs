@@ -361,9 +361,12 @@ impl Worker {
             .record(start.elapsed().as_secs_f64());
         let disposition = match result {
             Ok(outcome) => {
-                // A retry row may exist whatever the attempt number: parked jobs keep theirs
-                // (parking burns no attempt), so the row is cleared on every success.
-                self.ctx.store.clear_retry(env.id).await?;
+                // A retry row may exist whatever the attempt number (parking and deferrals
+                // burn none), so it is cleared whenever the job came from one; a job fresh
+                // from ingest has none, and saves the statement.
+                if env.from_retries {
+                    self.ctx.store.clear_retry(env.id).await?;
+                }
                 Disposition::Done(outcome)
             }
             Err(e) => self.record_failure(&env, &e).await?,

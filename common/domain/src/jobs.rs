@@ -211,6 +211,11 @@ pub struct Envelope {
     /// slot; a slot further away than a short bound defers the job again until then).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub booked_groups: Vec<String>,
+    /// Whether it was republished from its row in `retries` (a retry, a deferral's return or
+    /// an unparked job): only such a job has a row to clear when it succeeds. A job published
+    /// by ingest or the scheduler, or replayed from a dead letter, has none.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub from_retries: bool,
     /// When it was first created.
     pub created_at: DateTime<Utc>,
     /// The work.
@@ -219,6 +224,10 @@ pub struct Envelope {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Envelope {
@@ -230,6 +239,7 @@ impl Envelope {
             attempt: 0,
             deferrals: 0,
             booked_groups: Vec::new(),
+            from_retries: false,
             created_at: Utc::now(),
             job,
         }
@@ -268,6 +278,15 @@ mod tests {
         assert_eq!(back.job.queue(), QueueKind::Outgoing);
         let v: Value = serde_json::from_slice(&env.to_bytes()).unwrap();
         assert_eq!(v["job"]["type"], "outgoing_account");
+        // Only a job republished from `retries` says so (older messages lack the field).
+        assert!(v.get("from_retries").is_none());
+        let mut retried = env.clone();
+        retried.from_retries = true;
+        assert!(
+            Envelope::from_bytes(&retried.to_bytes())
+                .unwrap()
+                .from_retries
+        );
     }
 
     #[test]

@@ -951,7 +951,8 @@ impl Store {
         for r in &rows {
             let id: Uuid = r.get(0);
             match serde_json::from_value::<Envelope>(r.get(1)) {
-                Ok(env) => {
+                Ok(mut env) => {
+                    env.from_retries = true;
                     ids.push(id);
                     envelopes.push(env);
                 }
