@@ -193,6 +193,57 @@ async fn the_state_is_read_without_a_lease_only_while_none_is_held() {
     db.drop_db().await;
 }
 
+/// A user's first read gives its account's lead and its contact's state together, the
+/// contact's only while nobody holds its lease.
+#[tokio::test]
+async fn a_users_first_read_gives_its_accounts_lead_and_its_unleased_contact() {
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let (a, b) = (worker_store(&db), worker_store(&db));
+    let ttl = Duration::from_secs(30);
+    let read = |s: &Store| {
+        let s = s.clone();
+        async move {
+            s.contact_state_and_lead("c1", "usr_1", "acc_1")
+                .await
+                .expect("read")
+        }
+    };
+    // Nothing recorded: no lead, an empty contact state.
+    assert_eq!(read(&b).await, (Some(SyncState::default()), None));
+    let account = a
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    a.commit_entity(&account, &state("lead_1"))
+        .await
+        .expect("commit");
+    let contact = a
+        .claim_entity("c1", EntityKind::User, "usr_1", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    assert_eq!(
+        read(&b).await,
+        (None, Some("lead_1".into())),
+        "the contact is held by A; the account's lead is known"
+    );
+    let mut recorded = state("cont_1");
+    recorded.lead_id = Some("lead_1".into());
+    a.commit_entity(&contact, &recorded).await.expect("commit");
+    assert_eq!(read(&b).await, (Some(recorded), Some("lead_1".into())));
+    // Another account's lead is not this user's.
+    assert_eq!(
+        b.contact_state_and_lead("c1", "usr_1", "acc_2")
+            .await
+            .expect("read")
+            .1,
+        None
+    );
+    db.drop_db().await;
+}
+
 /// A lookup made while a new lead gathers serves the next claim once; it is never recorded on
 /// a gathering that was claimed (its claimer may have sent the create and died).
 #[tokio::test]

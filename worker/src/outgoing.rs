@@ -102,7 +102,7 @@ pub async fn account(
     if let Some(deferred) = defer_while_gathering(ctx, &t, account, hull_id).await? {
         return Err(deferred);
     }
-    let (outcome, _lead_id) = sync(ctx, &t, &meta, Target::Lead { account }).await?;
+    let (outcome, _lead_id) = sync(ctx, &t, &meta, Target::Lead { account }, None).await?;
     Ok(outcome)
 }
 
@@ -244,12 +244,14 @@ impl Target<'_> {
 }
 
 /// Creates or updates the Close object of an entity, writes Close's answer back to Hull, and
-/// records the sync state. Returns the outcome and the Close id.
+/// records the sync state. Returns the outcome and the Close id. `seen` is the entity's state
+/// as [`common::store::Store::state_unless_leased`] read it, if the job read it already.
 async fn sync(
     ctx: &Ctx,
     t: &Tenant,
     meta: &CloseMetadata,
     target: Target<'_>,
+    seen: Option<Option<SyncState>>,
 ) -> Result<(Outcome, String), JobError> {
     let cid = t.connector.id.as_str();
     let (kind, object) = (target.kind(), target.object());
@@ -262,7 +264,11 @@ async fn sync(
     let hash = mapping::body_hash(&body);
     // Nothing to write is found without a lease (one statement instead of three); otherwise
     // the state is read again under the lease, which another job may have released since.
-    if let Some(state) = ctx.store.state_unless_leased(cid, kind, hull_id).await? {
+    let seen = match seen {
+        Some(seen) => seen,
+        None => ctx.store.state_unless_leased(cid, kind, hull_id).await?,
+    };
+    if let Some(state) = seen {
         if let Some(id) = unchanged_id(&state, &hash, target.lead_id()) {
             log_unchanged(kind, hull_id, id);
             return Ok((
@@ -788,7 +794,19 @@ pub async fn user(
         .metadata
         .get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl)
         .await?;
-    let lead_id = lead_of(ctx, &t, &meta, account, user).await?;
+    // The account's lead and the contact's state in one statement: all an unchanged user reads.
+    let key = account_key(account);
+    let (contact, lead) = match &key {
+        Some(key) => {
+            let (contact, lead) = ctx
+                .store
+                .contact_state_and_lead(connector_id, hull_id, key)
+                .await?;
+            (Some(contact), Some(lead))
+        }
+        None => (None, None),
+    };
+    let lead_id = lead_of(ctx, &t, &meta, account, user, lead).await?;
     match sync(
         ctx,
         &t,
@@ -797,6 +815,7 @@ pub async fn user(
             user,
             lead_id: &lead_id,
         },
+        contact,
     )
     .await
     .map(|(o, _)| o)
@@ -817,7 +836,7 @@ pub async fn user(
             drop(client);
             let mut fresh = account.clone();
             fresh.remove("closeio/id");
-            let (_, lead_id) = sync(ctx, &t, &meta, Target::Lead { account: &fresh }).await?;
+            let (_, lead_id) = sync(ctx, &t, &meta, Target::Lead { account: &fresh }, None).await?;
             sync(
                 ctx,
                 &t,
@@ -826,6 +845,7 @@ pub async fn user(
                     user,
                     lead_id: &lead_id,
                 },
+                None,
             )
             .await
             .map(|(o, _)| o)
@@ -843,20 +863,28 @@ fn lead_is_gone(e: &CloseError) -> bool {
     }
 }
 
-/// The lead id of an account: from the sync state, the `closeio/id` attribute, or by syncing
-/// the account now. An account without a Hull id is known by its identifier claims (or only
-/// by its `closeio/id`).
+/// The lead id of an account: from the sync state (`recorded`, if the job read it already),
+/// the `closeio/id` attribute, or by syncing the account now. An account without a Hull id is
+/// known by its identifier claims (or only by its `closeio/id`).
 async fn lead_of(
     ctx: &Ctx,
     t: &Tenant,
     meta: &CloseMetadata,
     account: &Map<String, Value>,
     user: &Map<String, Value>,
+    recorded: Option<Option<String>>,
 ) -> Result<String, JobError> {
     let key = account_key(account);
     if let Some(key) = &key {
-        let state = state_of(ctx, &t.connector.id, EntityKind::Account, key).await?;
-        if let Some(id) = state.close_id {
+        let recorded = match recorded {
+            Some(recorded) => recorded,
+            None => {
+                state_of(ctx, &t.connector.id, EntityKind::Account, key)
+                    .await?
+                    .close_id
+            }
+        };
+        if let Some(id) = recorded {
             return Ok(id);
         }
     }
@@ -913,7 +941,7 @@ async fn lead_of(
         }
     }
     tracing::info!(account_id = %account_id, "the user's account has no lead yet: creating it first");
-    let (_, lead_id) = sync(ctx, t, meta, Target::Lead { account }).await?;
+    let (_, lead_id) = sync(ctx, t, meta, Target::Lead { account }, None).await?;
     Ok(lead_id)
 }
 

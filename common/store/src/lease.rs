@@ -125,15 +125,32 @@ impl Store {
                 &[&connector_id, &kind.as_str(), &hull_id],
             )
             .await?;
-        if row.get::<_, bool>(4) {
-            return Ok(None);
-        }
-        Ok(Some(SyncState {
-            close_id: row.get(0),
-            lead_id: row.get(1),
-            body_hash: row.get(2),
-            failures: row.get::<_, Option<i32>>(3).unwrap_or_default(),
-        }))
+        Ok(unless_leased(&row))
+    }
+
+    /// What a user's job reads first, in one statement: the lead id recorded for its account
+    /// (`account_key`) and its contact's sync state as [`Store::state_unless_leased`] reads it.
+    pub async fn contact_state_and_lead(
+        &self,
+        connector_id: &str,
+        user_id: &str,
+        account_key: &str,
+    ) -> Result<(Option<SyncState>, Option<String>), StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one_p(
+                "SELECT s.close_id, s.lead_id, s.body_hash, s.failures,
+                        EXISTS (SELECT 1 FROM entity_leases l
+                                WHERE l.connector_id = $1 AND l.kind = 'user' AND l.hull_id = $2
+                                  AND l.expires_at > clock_timestamp()),
+                        a.close_id
+                 FROM (SELECT 1) AS one
+                 LEFT JOIN sync_state s ON s.connector_id = $1 AND s.kind = 'user' AND s.hull_id = $2
+                 LEFT JOIN sync_state a ON a.connector_id = $1 AND a.kind = 'account' AND a.hull_id = $3",
+                &[&connector_id, &user_id, &account_key],
+            )
+            .await?;
+        Ok((unless_leased(&row), row.get(5)))
     }
 
     /// Records a successful write and releases the lease, in one statement, only if
@@ -186,4 +203,18 @@ pub(crate) async fn commit_in(
         });
     }
     Ok(())
+}
+
+/// The state in the first columns of `row` (close id, lead id, hash, failures, whether a
+/// lease is held); `None` while the lease is held.
+fn unless_leased(row: &tokio_postgres::Row) -> Option<SyncState> {
+    if row.get::<_, bool>(4) {
+        return None;
+    }
+    Some(SyncState {
+        close_id: row.get(0),
+        lead_id: row.get(1),
+        body_hash: row.get(2),
+        failures: row.get::<_, Option<i32>>(3).unwrap_or_default(),
+    })
 }
