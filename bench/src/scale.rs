@@ -1,4 +1,5 @@
-//! `closeio-bench scale`: new accounts with their users, then the same again unchanged, through
+//! `closeio-bench scale`: new accounts with their users, then the same again unchanged (Hull's
+//! echo of the write-back, then the same entities re-sent as exports), through
 //! ingest and N **worker processes** (the release binaries next to this one), against a Close
 //! simulator that enforces a per-key, per-endpoint-group limit the workers are not told. The
 //! simulators run in this process; ingest and every worker run in their own, so their CPU time
@@ -250,7 +251,11 @@ struct Phase {
 struct Row {
     workers: usize,
     new: Phase,
+    /// Hull's next notification of each entity, whose changes are the write-back (the echo).
     unchanged: Phase,
+    /// Each entity sent again as an export: no changes to go by, so each job reads its sync
+    /// state and finds the body unchanged.
+    resent: Phase,
     peak_rss: BTreeMap<String, f64>,
     leads: usize,
     contacts: usize,
@@ -258,14 +263,15 @@ struct Row {
     max_pg_connections: i64,
 }
 
-/// Runs one phase: notifies every account, then every user, and waits until the workers have
-/// finished every job ingest published.
+/// Runs one phase: notifies every account, then every user (as exports if `export`), and
+/// waits until the workers have finished every job ingest published.
 async fn phase(
     env: &TestEnv,
     procs: &[Proc],
     pg: &tokio_postgres::Client,
     timeout: Duration,
     max_connections: &mut i64,
+    export: bool,
 ) -> anyhow::Result<Phase> {
     let http = reqwest::Client::new();
     let cpu_before: Vec<f64> = procs.iter().map(|p| cpu_secs(p.child.id())).collect();
@@ -277,7 +283,11 @@ async fn phase(
     let accounts: Vec<String> = env.hull.accounts().into_iter().map(|a| a.id).collect();
     let users: Vec<String> = env.hull.users().into_iter().map(|u| u.id).collect();
     for (channel, ids) in [("account:update", accounts), ("user:update", users)] {
-        let r = env.hull.notify(CONNECTOR_ID, channel, &ids).await?;
+        let r = if export {
+            env.hull.notify_export(CONNECTOR_ID, channel, &ids).await?
+        } else {
+            env.hull.notify(CONNECTOR_ID, channel, &ids).await?
+        };
         if r.failed {
             bail!("a notification failed: {:?}", r.statuses);
         }
@@ -462,11 +472,14 @@ async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow
     let timeout = Duration::from_secs(args.timeout_secs);
     let mut max_connections = 0;
     eprintln!("N = {workers}: new entities…");
-    let new = phase(env, &procs, &pg, timeout, &mut max_connections).await?;
+    let new = phase(env, &procs, &pg, timeout, &mut max_connections, false).await?;
     write_trace(&format!("{workers}-new"), &new.requests)?;
     eprintln!("N = {workers}: unchanged…");
-    let unchanged = phase(env, &procs, &pg, timeout, &mut max_connections).await?;
+    let unchanged = phase(env, &procs, &pg, timeout, &mut max_connections, false).await?;
     write_trace(&format!("{workers}-unchanged"), &unchanged.requests)?;
+    eprintln!("N = {workers}: re-sent unchanged…");
+    let resent = phase(env, &procs, &pg, timeout, &mut max_connections, true).await?;
+    write_trace(&format!("{workers}-resent"), &resent.requests)?;
     let peak_rss = procs
         .iter()
         .map(|p| (p.name.clone(), peak_rss_mb(p.child.id())))
@@ -492,6 +505,7 @@ async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow
         workers,
         new,
         unchanged,
+        resent,
         peak_rss,
         leads: leads.len(),
         contacts: contacts.len(),
@@ -556,7 +570,7 @@ fn print_row(args: &ScaleArgs, row: &Row) {
         .map(|(_, mb)| *mb)
         .fold(0.0, f64::max);
     println!(
-        "| {} | {} | {:.2} % | {:.2} | {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} / {:.3} | {:.1} / {:.1} | {:.1} s / {:.1} s | {} / {} | {} | {} | {} |",
+        "| {} | {} | {:.2} % | {:.2} | {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} / {:.3} | {:.1} / {:.1} | {:.1} s / {:.1} s / {:.1} s | {} / {} | {} | {} | {} |",
         row.workers,
         per_group.join(", "),
         100.0 * limited as f64 / total.max(1) as f64,
@@ -569,13 +583,18 @@ fn print_row(args: &ScaleArgs, row: &Row) {
         cpu_ms(&row.unchanged, "worker"),
         cpu_ms(&row.unchanged, "scheduler"),
         row.unchanged.postgres_cpu * 1000.0 / entities,
+        cpu_ms(&row.resent, "ingest"),
+        cpu_ms(&row.resent, "worker"),
+        cpu_ms(&row.resent, "scheduler"),
+        row.resent.postgres_cpu * 1000.0 / entities,
         row.peak_rss.get("ingest").copied().unwrap_or(0.0),
         worker_rss,
         n.wall,
         row.unchanged.wall,
+        row.resent.wall,
         row.leads,
         row.contacts,
-        row.unchanged.requests.len(),
+        row.unchanged.requests.len() + row.resent.requests.len(),
         row.duplicates,
         row.max_pg_connections,
     );
@@ -592,12 +611,12 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     }
     println!("closeio-bench scale");
     println!(
-        "{} new accounts × {} users, then the same unchanged; simulator limit {} req/s per key and endpoint group (1 s windows), not told to the workers; WORKER_CONCURRENCY={}, DATABASE_POOL_SIZE={}",
+        "{} new accounts × {} users, then the same unchanged (Hull's echo of the write-back), then re-sent as exports; simulator limit {} req/s per key and endpoint group (1 s windows), not told to the workers; WORKER_CONCURRENCY={}, DATABASE_POOL_SIZE={}",
         args.accounts, args.users_per_account, args.rate_limit, args.concurrency, args.pool_size
     );
     println!();
-    println!("| workers | ok req/s per group (% of limit) | 429 share | Close req per new account | CPU ms per new entity: ingest / workers / scheduler / Postgres | CPU ms per unchanged entity: ingest / workers / scheduler / Postgres | peak RSS MB: ingest / largest worker | wall: new / unchanged | leads / contacts in Close | Close req when unchanged | duplicates | Postgres connections of one worker (max) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| workers | ok req/s per group (% of limit) | 429 share | Close req per new account | CPU ms per new entity: ingest / workers / scheduler / Postgres | CPU ms per unchanged entity (echo): ingest / workers / scheduler / Postgres | CPU ms per unchanged entity (re-sent): ingest / workers / scheduler / Postgres | peak RSS MB: ingest / largest worker | wall: new / echo / re-sent | leads / contacts in Close | Close req when unchanged | duplicates | Postgres connections of one worker (max) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         print_row(&args, row);
     }
