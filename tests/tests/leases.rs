@@ -270,7 +270,7 @@ async fn an_early_lookup_serves_one_claim_and_never_a_claimed_lead() {
         .await
         .expect("claim")
     {
-        Claim::Contacts(_, Some((_, v))) => assert_eq!(v, value),
+        Claim::Claimed(Some((_, v))) => assert_eq!(v, value),
         other => panic!("the first claim gets the lookup: {other:?}"),
     }
     // Claimed (its create may have been sent): a later lookup is not recorded, and the next
@@ -283,8 +283,78 @@ async fn an_early_lookup_serves_one_claim_and_never_a_claimed_lead() {
         .await
         .expect("claim")
     {
-        Claim::Contacts(_, None) => {}
+        Claim::Claimed(None) => {}
         other => panic!("a claimed lead's next claim looks again: {other:?}"),
     }
+    db.drop_db().await;
+}
+
+/// A claimed gathering still takes contacts until its creator seals it (just before it sends
+/// the create); the seal returns every contact that joined, and nothing joins after it. A
+/// creator deferred after sealing (its re-send found the budget busy) opens it again.
+#[tokio::test]
+async fn contacts_join_a_claimed_lead_until_it_is_sealed() {
+    use common::store::{Claim, PendingContact};
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let (creator, user) = (worker_store(&db), worker_store(&db));
+    let contact = |id: &str| PendingContact {
+        user_id: id.into(),
+        body: serde_json::json!({"name": id})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        claims: serde_json::Map::new(),
+    };
+    let join = |id: &'static str| {
+        let (s, c) = (user.clone(), contact(id));
+        async move {
+            s.add_pending_contact("c1", "acc_1", &c)
+                .await
+                .expect("join")
+        }
+    };
+    creator
+        .gather_lead("c1", "acc_1", Duration::ZERO)
+        .await
+        .expect("gather")
+        .expect("gathering");
+    assert!(join("usr_1").await);
+    assert!(matches!(
+        creator
+            .claim_pending_lead("c1", "acc_1", Duration::from_secs(300))
+            .await
+            .expect("claim"),
+        Claim::Claimed(_)
+    ));
+    // The creator waits for its slot: a user arriving now still joins.
+    assert!(join("usr_2").await, "a claimed gathering takes contacts");
+    let sealed = creator
+        .seal_pending_lead("c1", "acc_1")
+        .await
+        .expect("seal");
+    let ids: Vec<&str> = sealed.iter().map(|c| c.user_id.as_str()).collect();
+    assert_eq!(ids, ["usr_1", "usr_2"]);
+    assert!(!join("usr_3").await, "nothing joins a sealed gathering");
+    // Deferred after the seal: it is open again, with the contacts it had.
+    creator
+        .unclaim_pending_lead("c1", "acc_1", Duration::from_secs(1), None)
+        .await
+        .expect("unclaim");
+    assert!(join("usr_3").await);
+    assert_eq!(
+        creator
+            .seal_pending_lead("c1", "acc_1")
+            .await
+            .expect("seal")
+            .len(),
+        3
+    );
+    // No gathering: nothing to seal.
+    assert!(creator
+        .seal_pending_lead("c1", "acc_2")
+        .await
+        .expect("seal")
+        .is_empty());
     db.drop_db().await;
 }

@@ -459,6 +459,8 @@ async fn new_lead(
     account_key: &str,
 ) -> Result<NewLead, JobError> {
     let mut nested = Vec::new();
+    // The gathering claimed, whose contacts the create takes when it is sent.
+    let mut sealing = None;
     // The identifier value a fresh lookup found no lead for, and when (it may serve this
     // create if the value is the same).
     let mut looked_up: Option<(chrono::DateTime<chrono::Utc>, Value)> = None;
@@ -489,16 +491,23 @@ async fn new_lead(
                     booked: None,
                 })
             }
-            Claim::Contacts(contacts, fresh) => {
-                nested = contacts;
-                // At most MAX_NESTED contacts in one create; the others sync on their own.
-                nested.truncate(MAX_NESTED);
+            Claim::Claimed(fresh) => {
+                sealing = Some(account_key);
                 looked_up = fresh;
             }
             Claim::None => {}
         }
     }
-    let written = write_new_lead(ctx, t, account, update_body, &mut nested, &mut looked_up).await;
+    let written = write_new_lead(
+        ctx,
+        t,
+        account,
+        update_body,
+        sealing,
+        &mut nested,
+        &mut looked_up,
+    )
+    .await;
     let (lead, action) = match written {
         // The tenant's budget is busy: this job is deferred with its return booked, and the
         // gathering stays open until then (its users wait for this job, not try themselves);
@@ -535,13 +544,17 @@ const MAX_NESTED: usize = 50;
 const LOOKUP_FRESH: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Looks the new lead up (unless `looked_up` says a fresh lookup found none for the same
-/// identifier value) and adopts it, or creates it with the `nested` contacts (cleared when an
-/// existing lead is adopted, or when Close refuses the create with them).
+/// identifier value) and adopts it, or creates it. With `sealing` (the account whose claimed
+/// gathering this is), the create first waits for its lead-write slot, then seals the
+/// gathering and nests its contacts (`nested`: cleared when an existing lead is adopted, or
+/// when Close refuses the create with them): users that joined while it looked the lead up
+/// and waited are nested too.
 async fn write_new_lead(
     ctx: &Ctx,
     t: &Tenant,
     account: &Map<String, Value>,
     update_body: &Map<String, Value>,
+    sealing: Option<&str>,
     nested: &mut Vec<PendingContact>,
     looked_up: &mut Option<(chrono::DateTime<chrono::Utc>, Value)>,
 ) -> Result<(Value, Action), JobError> {
@@ -563,8 +576,22 @@ async fn write_new_lead(
         *looked_up = value.map(|v| (at, v));
     }
     let create_body = mapping::lead_body(&t.settings, account, true);
-    if nested.is_empty() {
+    let Some(account_key) = sealing else {
         return Ok((create_lead(ctx, t, &create_body).await?, Action::Created));
+    };
+    ctx.close
+        .await_slot(&t.key, EndpointGroup::LeadWrite)
+        .await
+        .map_err(JobError::from)?;
+    *nested = ctx
+        .store
+        .seal_pending_lead(&t.connector.id, account_key)
+        .await?;
+    // At most MAX_NESTED contacts in one create; the others sync on their own.
+    nested.truncate(MAX_NESTED);
+    if nested.is_empty() {
+        let created = ctx.close.create_lead_in_slot(&t.key, &create_body).await;
+        return Ok((written(created, &create_body)?, Action::Created));
     }
     let mut with_contacts = create_body.clone();
     let contacts = nested
@@ -576,7 +603,7 @@ async fn write_new_lead(
         })
         .collect();
     with_contacts.insert("contacts".into(), Value::Array(contacts));
-    match ctx.close.create_lead(&t.key, &with_contacts).await {
+    match ctx.close.create_lead_in_slot(&t.key, &with_contacts).await {
         Ok(lead) => Ok((lead, Action::Created)),
         // Close refused the whole create (nothing was written) because of a contact: the
         // lead alone, and every user's contact is then written by its own job.
@@ -913,31 +940,31 @@ async fn lead_of(
             });
         };
         // The user's contact joins the gathering even when this job creates the lead itself
-        // (below): it is then nested in that create, not written on its own after it.
-        if !g.claimed {
-            let pending = PendingContact {
-                user_id: str_field(user, "id").unwrap_or_default().to_owned(),
-                body: mapping::contact_body(&t.settings, user, PENDING_LEAD_ID),
-                claims: claims_from(user, &["id", "email", "external_id"]),
-            };
-            let joined = ctx
-                .store
-                .add_pending_contact(cid, &account_id, &pending)
-                .await?;
-            // Wait for the gathering to end, or for the job that will create the lead to come
-            // back — unless this job is that one, back for the lead write booked for it. Once
-            // it is due and nobody is booked to create it, this job does.
-            let wait = if common::closeio::is_booked(EndpointGroup::LeadWrite.as_str()) {
-                std::time::Duration::ZERO
-            } else {
-                g.due_in.max(g.creator_back_in.unwrap_or_default())
-            };
-            if joined && !wait.is_zero() {
-                return Err(JobError::Deferred {
-                    after: wait + GATHER_MARGIN,
-                    booked: None,
-                });
-            }
+        // (below): it is then nested in that create, not written on its own after it. It
+        // joins a claimed gathering too, until its creator seals it just before sending the
+        // create (this job then waits for the account's lease, and finds its contact made).
+        let pending = PendingContact {
+            user_id: str_field(user, "id").unwrap_or_default().to_owned(),
+            body: mapping::contact_body(&t.settings, user, PENDING_LEAD_ID),
+            claims: claims_from(user, &["id", "email", "external_id"]),
+        };
+        let joined = ctx
+            .store
+            .add_pending_contact(cid, &account_id, &pending)
+            .await?;
+        // Wait for the gathering to end, or for the job that will create the lead to come
+        // back — unless this job is that one, back for the lead write booked for it. Once
+        // it is due and nobody is booked to create it, this job does.
+        let wait = if common::closeio::is_booked(EndpointGroup::LeadWrite.as_str()) {
+            std::time::Duration::ZERO
+        } else {
+            g.due_in.max(g.creator_back_in.unwrap_or_default())
+        };
+        if joined && !wait.is_zero() {
+            return Err(JobError::Deferred {
+                after: wait + GATHER_MARGIN,
+                booked: None,
+            });
         }
     }
     tracing::info!(account_id = %account_id, "the user's account has no lead yet: creating it first");

@@ -73,13 +73,33 @@ impl CloseClient {
         key: &ApiKey,
         body: &Map<String, Value>,
     ) -> Result<Value, CloseError> {
+        self.create_lead_in(key, body, false).await
+    }
+
+    /// [`CloseClient::create_lead`] in the lead-write slot the caller waited for with
+    /// [`CloseClient::await_slot`].
+    pub async fn create_lead_in_slot(
+        &self,
+        key: &ApiKey,
+        body: &Map<String, Value>,
+    ) -> Result<Value, CloseError> {
+        self.create_lead_in(key, body, true).await
+    }
+
+    async fn create_lead_in(
+        &self,
+        key: &ApiKey,
+        body: &Map<String, Value>,
+        in_slot: bool,
+    ) -> Result<Value, CloseError> {
         let body = Value::Object(body.clone());
-        let call = Call::write(
+        let mut call = Call::write(
             Method::POST,
             EndpointGroup::LeadWrite,
             vec!["lead"],
             Some(&body),
         );
+        call.in_slot = in_slot;
         self.execute(key, &call).await
     }
 

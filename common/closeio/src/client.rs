@@ -130,6 +130,9 @@ pub(crate) struct Call<'a> {
     pub body: Option<&'a Value>,
     /// Whether the client may re-send it on transient failures (reads only).
     pub read: bool,
+    /// Whether the caller has waited for its slot already ([`CloseClient::await_slot`]): the
+    /// first attempt is sent at once (a re-send after a 429 waits for a slot as usual).
+    pub in_slot: bool,
 }
 
 impl<'a> Call<'a> {
@@ -141,6 +144,7 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             body: None,
             read: true,
+            in_slot: false,
         }
     }
 
@@ -157,6 +161,7 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             body,
             read: false,
+            in_slot: false,
         }
     }
 
@@ -273,8 +278,11 @@ impl CloseClient {
             // (set by that 429, shared with every worker) has passed. Any other failure of a
             // write is returned as it is (it may have been applied).
             let mut attempts = 1;
+            let mut in_slot = call.in_slot;
             loop {
-                match self.attempt(key, call).await {
+                let sent = self.attempt_in(key, call, in_slot).await;
+                in_slot = false;
+                match sent {
                     Err(CloseError::RateLimited { .. })
                         if attempts < self.inner.max_write_attempts_on_429 =>
                     {
@@ -331,6 +339,7 @@ impl CloseClient {
                 query: call.query.clone(),
                 body: call.body,
                 read: call.read,
+                in_slot: false,
             };
             page_call.query.push(("_skip", skip.to_string()));
             page_call.query.push(("_limit", PAGE_SIZE.to_string()));
@@ -503,10 +512,30 @@ impl CloseClient {
     /// One request: wait for its slot in the budget, send, record telemetry, learn from the
     /// headers, map the answer.
     async fn attempt(&self, key: &ApiKey, call: &Call<'_>) -> Result<Value, CloseError> {
+        self.attempt_in(key, call, false).await
+    }
+
+    /// Waits for a slot of `group` in the key's budget (as every request does) without
+    /// sending anything: the caller then sends one request of that group with `in_slot`, once
+    /// it has built it — a body that should be as late as possible (a new lead's nested
+    /// contacts, joined while it waited) is built after the wait, not before.
+    pub async fn await_slot(&self, key: &ApiKey, group: EndpointGroup) -> Result<(), CloseError> {
+        self.pace(&key.fingerprint(), group.as_str()).await
+    }
+
+    /// One request, in the slot the caller waited for if `in_slot`.
+    async fn attempt_in(
+        &self,
+        key: &ApiKey,
+        call: &Call<'_>,
+        in_slot: bool,
+    ) -> Result<Value, CloseError> {
         let url = self.url(&call.segments)?;
         let key_fp = key.fingerprint();
         let group = call.group.as_str();
-        self.pace(&key_fp, group).await?;
+        if !in_slot {
+            self.pace(&key_fp, group).await?;
+        }
 
         let mut request = self
             .inner

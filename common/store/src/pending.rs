@@ -18,7 +18,8 @@ use crate::{Store, StoreError, SyncState};
 pub struct Gathering {
     /// How long until it is due (zero when due).
     pub due_in: Duration,
-    /// Whether a job has claimed it (its contact list is final).
+    /// Whether a job has claimed it (it is creating the lead; contacts join until it seals
+    /// the gathering, just before it sends the create).
     pub claimed: bool,
     /// How long until the job that will create it comes back (its tenant's budget was
     /// busy), if that is booked and still ahead.
@@ -64,9 +65,10 @@ pub enum Claim {
     None,
     /// Not due yet.
     NotDue(Duration),
-    /// Claimed: the contacts to nest, in the order to send them, and the identifier value a
-    /// lookup found no lead for (within `fresh`; see [`Store::unclaim_pending_lead`]).
-    Contacts(Vec<PendingContact>, Option<(DateTime<Utc>, Value)>),
+    /// Claimed, with the identifier value a lookup found no lead for (within `fresh`; see
+    /// [`Store::unclaim_pending_lead`]). The contacts to nest are taken when the claimer
+    /// seals it ([`Store::seal_pending_lead`]).
+    Claimed(Option<(DateTime<Utc>, Value)>),
 }
 
 fn object(v: Value) -> Map<String, Value> {
@@ -146,7 +148,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
         c.execute_p(
-            "UPDATE pending_leads SET claimed = false,
+            "UPDATE pending_leads SET claimed = false, sealed = false,
                     retry_at = clock_timestamp() + make_interval(secs => $3),
                     looked_up_at = $4, looked_up_value = $5
              WHERE connector_id = $1 AND account_key = $2",
@@ -190,7 +192,7 @@ impl Store {
     }
 
     /// Adds (or replaces) a user's contact to the account's gathering lead; `false` when there
-    /// is none or it was claimed already (the user's contact is then written on its own).
+    /// is none or it was sealed already (the user's contact is then written on its own).
     pub async fn add_pending_contact(
         &self,
         connector_id: &str,
@@ -202,7 +204,7 @@ impl Store {
         let open = tx
             .query_opt_p(
                 "SELECT 1 FROM pending_leads
-                 WHERE connector_id = $1 AND account_key = $2 AND NOT claimed FOR SHARE",
+                 WHERE connector_id = $1 AND account_key = $2 AND NOT sealed FOR SHARE",
                 &[&connector_id, &account_key],
             )
             .await?
@@ -228,17 +230,16 @@ impl Store {
     }
 
     /// Claims the account's gathering lead when it is due (the caller holds the account's
-    /// lease): no contact can be added after this. A claim left by a job that died is taken
-    /// over by the next holder of the lease.
+    /// lease); contacts still join until [`Store::seal_pending_lead`]. A claim left by a job
+    /// that died is taken over by the next holder of the lease.
     pub async fn claim_pending_lead(
         &self,
         connector_id: &str,
         account_key: &str,
         fresh: Duration,
     ) -> Result<Claim, StoreError> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        let row = tx
+        let c = self.pool.get().await?;
+        let row = c
             .query_opt_p(
                 "UPDATE pending_leads p SET claimed = (p.due_at <= clock_timestamp()) OR p.claimed,
                         looked_up_at = CASE WHEN p.due_at <= clock_timestamp() OR p.claimed
@@ -260,26 +261,39 @@ impl Store {
             Some(r) if !r.get::<_, bool>(0) => {
                 Claim::NotDue(Duration::from_secs_f64(r.get::<_, f64>(1).max(0.0)))
             }
-            Some(r) => Claim::Contacts(
-                tx.query_p(
-                    "SELECT user_id, body, claims FROM pending_contacts
-                     WHERE connector_id = $1 AND account_key = $2 ORDER BY user_id",
-                    &[&connector_id, &account_key],
-                )
-                .await?
-                .into_iter()
-                .map(|r| PendingContact {
-                    user_id: r.get(0),
-                    body: object(r.get(1)),
-                    claims: object(r.get(2)),
-                })
-                .collect(),
+            Some(r) => Claim::Claimed(
                 r.get::<_, Option<DateTime<Utc>>>(2)
                     .zip(r.get::<_, Option<Value>>(3)),
             ),
         };
-        tx.commit().await?;
         Ok(claim)
+    }
+
+    /// Seals the account's gathering lead (the caller claimed it and holds the account's
+    /// lease, and is about to send the create): no contact can join after this. Returns the
+    /// contacts to nest, in the order to send them; none when there is no gathering. A user
+    /// adding its contact holds the row (`FOR SHARE`) until it commits, so the seal waits for
+    /// it and sees its contact.
+    pub async fn seal_pending_lead(
+        &self,
+        connector_id: &str,
+        account_key: &str,
+    ) -> Result<Vec<PendingContact>, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let sealed = tx
+            .execute_p(
+                "UPDATE pending_leads SET sealed = true WHERE connector_id = $1 AND account_key = $2",
+                &[&connector_id, &account_key],
+            )
+            .await?;
+        let contacts = if sealed == 0 {
+            Vec::new()
+        } else {
+            pending_contacts(&tx, connector_id, account_key).await?
+        };
+        tx.commit().await?;
+        Ok(contacts)
     }
 
     /// [`Store::commit_entity`] for a lead created with nested contacts: in the same
@@ -333,4 +347,26 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The contacts gathered for an account's new lead, in the order to send them.
+async fn pending_contacts(
+    tx: &impl Prepared,
+    connector_id: &str,
+    account_key: &str,
+) -> Result<Vec<PendingContact>, StoreError> {
+    Ok(tx
+        .query_p(
+            "SELECT user_id, body, claims FROM pending_contacts
+             WHERE connector_id = $1 AND account_key = $2 ORDER BY user_id",
+            &[&connector_id, &account_key],
+        )
+        .await?
+        .into_iter()
+        .map(|r| PendingContact {
+            user_id: r.get(0),
+            body: object(r.get(1)),
+            claims: object(r.get(2)),
+        })
+        .collect())
 }
