@@ -2,6 +2,10 @@
 //! rate-limited clients, records sync state in Postgres, and acknowledges a message only after
 //! its outcome is committed (done, scheduled for retry, parked or dead-lettered).
 
+// A future over 16 KiB is copied whole wherever it is moved (spawned, wrapped, awaited in a
+// larger one): box it (see `Worker::run_job`).
+#![warn(clippy::large_futures)]
+
 pub mod config;
 pub mod fairness;
 pub mod firehose_sink;
@@ -382,27 +386,42 @@ impl Worker {
         Ok(disposition)
     }
 
+    /// Each kind of job runs as its own boxed future: the job futures are tens of kilobytes
+    /// (every path of a job in one state machine), and unboxed they made every future around
+    /// them as large, copied whole at each spawn and wrap (a tenth of a worker's CPU).
     async fn run_job(&self, env: &Envelope) -> Result<Outcome, JobError> {
         let (ctx, cid) = (&self.ctx, env.connector_id.as_str());
         match &env.job {
             Job::OutgoingAccount(m) => {
-                fairness::fairly(ctx, env, outgoing::account(ctx, cid, m)).await
+                Box::pin(fairness::fairly(ctx, env, outgoing::account(ctx, cid, m))).await
             }
-            Job::OutgoingUser(m) => fairness::fairly(ctx, env, outgoing::user(ctx, cid, m)).await,
-            Job::FetchStart { run_id } => incoming::fetch_start(ctx, cid, *run_id).await,
+            Job::OutgoingUser(m) => {
+                Box::pin(fairness::fairly(ctx, env, outgoing::user(ctx, cid, m))).await
+            }
+            Job::FetchStart { run_id } => Box::pin(incoming::fetch_start(ctx, cid, *run_id)).await,
             Job::FetchPage {
                 run_id,
                 window,
                 seq,
-            } => incoming::fetch_page(ctx, cid, *run_id, *window, *seq).await,
-            Job::RefreshLead { lead_id } => incoming::refresh_lead(ctx, cid, lead_id).await,
+            } => Box::pin(incoming::fetch_page(ctx, cid, *run_id, *window, *seq)).await,
+            Job::RefreshLead { lead_id } => {
+                Box::pin(incoming::refresh_lead(ctx, cid, lead_id)).await
+            }
             Job::CloseDeleted {
                 kind,
                 close_id,
                 at,
                 merged_into,
             } => {
-                incoming::close_deleted(ctx, cid, *kind, close_id, at, merged_into.as_deref()).await
+                Box::pin(incoming::close_deleted(
+                    ctx,
+                    cid,
+                    *kind,
+                    close_id,
+                    at,
+                    merged_into.as_deref(),
+                ))
+                .await
             }
         }
     }
@@ -544,7 +563,7 @@ impl Worker {
                 return;
             }
         };
-        let outcome = match catch_panic(self.handle(env)).await {
+        let outcome = match catch_panic(Box::pin(self.handle(env))).await {
             Ok(outcome) => outcome,
             Err(panic) => {
                 // Parsed again from the delivery: no copy of every job for the rare panic.
