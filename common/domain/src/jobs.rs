@@ -65,9 +65,10 @@ pub struct OutgoingMessage {
     pub message: Value,
 }
 
-/// What a worker has to do.
+/// What a worker has to do. On the wire, an object with its kind in `type` (first) and its
+/// fields beside it; see the `Deserialize` impl below for how it is read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(remote = "Self", tag = "type", rename_all = "snake_case")]
 pub enum Job {
     /// Push a Hull account to Close as a lead.
     OutgoingAccount(OutgoingMessage),
@@ -104,6 +105,57 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         merged_into: Option<String>,
     },
+}
+
+impl Serialize for Job {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Job::serialize(self, s)
+    }
+}
+
+/// An outgoing job is read straight from the wire when its `type` comes first, as it is
+/// written (and as Postgres orders a `jsonb` copy's keys): serde's derived reading of an
+/// internally tagged enum first copies the whole object — the Hull message with it — into a
+/// buffer of its own, then reads that (a tenth of an unchanged entity's CPU in a worker).
+/// Any other order, and the small incoming jobs, take the derived path.
+impl<'de> Deserialize<'de> for Job {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(JobVisitor)
+    }
+}
+
+struct JobVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JobVisitor {
+    type Value = Job;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a job: an object with its kind in `type`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Job, A::Error> {
+        use serde::de::Error;
+        let mut rest = serde_json::Map::new();
+        if let Some(first) = map.next_key::<String>()? {
+            let value: Value = map.next_value()?;
+            if first == "type" {
+                let outgoing = match value.as_str() {
+                    Some("outgoing_account") => Some(Job::OutgoingAccount as fn(_) -> _),
+                    Some("outgoing_user") => Some(Job::OutgoingUser as fn(_) -> _),
+                    _ => None,
+                };
+                if let Some(job) = outgoing {
+                    let deserializer = serde::de::value::MapAccessDeserializer::new(map);
+                    return OutgoingMessage::deserialize(deserializer).map(job);
+                }
+            }
+            rest.insert(first, value);
+        }
+        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+            rest.insert(k, v);
+        }
+        Job::deserialize(Value::Object(rest)).map_err(A::Error::custom)
+    }
 }
 
 impl Job {
@@ -314,6 +366,54 @@ mod tests {
         };
         assert_eq!(del.entity_key().as_deref(), Some("contact:cont_1"));
         assert_eq!(del.name(), "close_deleted");
+    }
+
+    /// The wire form is read the same whatever the order of a job's keys, from bytes or from
+    /// a `jsonb` copy, and a job of an unknown kind or without its fields is an error.
+    #[test]
+    fn a_job_reads_the_same_whatever_its_key_order() {
+        let message = json!({"user": {"id": "u1"}, "account": {"domain": "acme.com"}});
+        let expected = Job::OutgoingUser(OutgoingMessage {
+            notification_id: "n1".into(),
+            is_export: true,
+            message: message.clone(),
+        });
+        let orders = [
+            json!({"type": "outgoing_user", "notification_id": "n1", "is_export": true, "message": message}),
+            json!({"message": message, "is_export": true, "type": "outgoing_user", "notification_id": "n1"}),
+            json!({"notification_id": "n1", "message": message, "is_export": true, "type": "outgoing_user"}),
+        ];
+        for job in orders {
+            let bytes = serde_json::to_vec(&job).unwrap();
+            assert_eq!(
+                serde_json::from_slice::<Job>(&bytes).unwrap(),
+                expected,
+                "{job}"
+            );
+            assert_eq!(
+                serde_json::from_value::<Job>(job.clone()).unwrap(),
+                expected,
+                "{job}"
+            );
+        }
+        let fetch = Job::FetchPage {
+            run_id: Uuid::nil(),
+            window: 1,
+            seq: 2,
+        };
+        let back: Job = serde_json::from_slice(&serde_json::to_vec(&fetch).unwrap()).unwrap();
+        assert_eq!(back, fetch);
+        for bad in [
+            json!({"type": "outgoing_lead", "notification_id": "n1", "message": {}}),
+            json!({"type": "outgoing_user", "message": {}}),
+            json!({"notification_id": "n1", "message": {}}),
+            json!({"type": 7}),
+            json!([]),
+        ] {
+            assert!(serde_json::from_value::<Job>(bad.clone()).is_err(), "{bad}");
+            let bytes = serde_json::to_vec(&bad).unwrap();
+            assert!(serde_json::from_slice::<Job>(&bytes).is_err(), "{bad}");
+        }
     }
 
     #[test]
