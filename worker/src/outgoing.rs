@@ -833,7 +833,12 @@ pub async fn user(
         }
         None => (None, None),
     };
-    let lead_id = lead_of(ctx, &t, &meta, account, user, lead).await?;
+    // Whether the user has a contact already, as that read saw it (unless its lease was held).
+    let contact_recorded = contact
+        .as_ref()
+        .and_then(|c| c.as_ref())
+        .map(|c| c.close_id.is_some());
+    let lead_id = lead_of(ctx, &t, &meta, account, user, lead, contact_recorded).await?;
     match sync(
         ctx,
         &t,
@@ -892,7 +897,8 @@ fn lead_is_gone(e: &CloseError) -> bool {
 
 /// The lead id of an account: from the sync state (`recorded`, if the job read it already),
 /// the `closeio/id` attribute, or by syncing the account now. An account without a Hull id is
-/// known by its identifier claims (or only by its `closeio/id`).
+/// known by its identifier claims (or only by its `closeio/id`). `contact_recorded`: whether
+/// the user's sync state holds a contact, if the job read it already.
 async fn lead_of(
     ctx: &Ctx,
     t: &Tenant,
@@ -900,6 +906,7 @@ async fn lead_of(
     account: &Map<String, Value>,
     user: &Map<String, Value>,
     recorded: Option<Option<String>>,
+    contact_recorded: Option<bool>,
 ) -> Result<String, JobError> {
     let key = account_key(account);
     if let Some(key) = &key {
@@ -926,7 +933,7 @@ async fn lead_of(
     // A new lead gathering its contacts: this user's joins them (and waits for the lead) —
     // unless the user has a contact already (under another lead: it is moved, not created).
     let gather = ctx.cfg.new_lead_gather;
-    if !gather.is_zero() && !has_contact(ctx, t, user).await? {
+    if !gather.is_zero() && !has_contact(ctx, t, user, contact_recorded).await? {
         let cid = t.connector.id.as_str();
         let Some(g) = ctx.store.gather_lead(cid, &account_id, gather).await? else {
             // The lead was recorded a moment ago.
@@ -972,11 +979,19 @@ async fn lead_of(
     Ok(lead_id)
 }
 
-/// Whether the user has a contact in Close already (in its sync state or its
-/// `closeio/id` attribute).
-async fn has_contact(ctx: &Ctx, t: &Tenant, user: &Map<String, Value>) -> Result<bool, JobError> {
+/// Whether the user has a contact in Close already (in its sync state — `recorded`, if the
+/// job read it already — or its `closeio/id` attribute).
+async fn has_contact(
+    ctx: &Ctx,
+    t: &Tenant,
+    user: &Map<String, Value>,
+    recorded: Option<bool>,
+) -> Result<bool, JobError> {
     if str_field(user, "traits_closeio/id").is_some() {
         return Ok(true);
+    }
+    if let Some(recorded) = recorded {
+        return Ok(recorded);
     }
     let Some(user_id) = str_field(user, "id") else {
         return Ok(false);
