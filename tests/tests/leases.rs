@@ -305,13 +305,15 @@ async fn contacts_join_a_claimed_lead_until_it_is_sealed() {
             .cloned()
             .unwrap_or_default(),
         claims: serde_json::Map::new(),
+        job_id: None,
     };
     let join = |id: &'static str| {
         let (s, c) = (user.clone(), contact(id));
         async move {
-            s.add_pending_contact("c1", "acc_1", &c)
+            s.join_gathering("c1", "acc_1", Duration::ZERO, &c)
                 .await
                 .expect("join")
+                .is_some_and(|j| j.joined)
         }
     };
     creator
@@ -356,5 +358,146 @@ async fn contacts_join_a_claimed_lead_until_it_is_sealed() {
         .await
         .expect("seal")
         .is_empty());
+    db.drop_db().await;
+}
+
+/// A user's job that joined its lead's gathering is deferred until the lead exists; the commit
+/// that records the lead with the user's contact nested also deletes that job's scheduled
+/// return (its work is done), in the same statement and only when the lease still holds. A
+/// return already republished (it may be running) is left to finish by itself, and so is the
+/// job of a user whose contact was recorded otherwise meanwhile (its state is not
+/// overwritten, so its job still has work).
+#[tokio::test]
+async fn a_gathered_users_job_is_finished_by_its_leads_commit() {
+    use common::jobs::{Envelope, Job, OutgoingMessage};
+    use common::store::{Claim, NestedContact, PendingContact};
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let s = worker_store(&db);
+    let job = |user: &str| {
+        Envelope::new(
+            "c1",
+            Job::OutgoingUser(OutgoingMessage {
+                notification_id: "n1".into(),
+                is_export: false,
+                message: serde_json::json!({"user": {"id": user}, "account": {"id": "acc_1"}}),
+            }),
+        )
+    };
+    let users = ["usr_1", "usr_2", "usr_3"];
+    let jobs: Vec<Envelope> = users.iter().map(|u| job(u)).collect();
+    for (user, env) in users.iter().zip(&jobs) {
+        let joined = s
+            .join_gathering(
+                "c1",
+                "acc_1",
+                Duration::ZERO,
+                &PendingContact {
+                    user_id: (*user).into(),
+                    body: serde_json::Map::new(),
+                    claims: serde_json::Map::new(),
+                    job_id: Some(env.id),
+                },
+            )
+            .await
+            .expect("join")
+            .expect("a gathering");
+        assert!(joined.joined);
+        s.defer(
+            env,
+            "waits for its lead",
+            chrono::Utc::now() + chrono::Duration::seconds(60),
+        )
+        .await
+        .expect("defer");
+    }
+    let sql = |q: &'static str| {
+        let s = s.clone();
+        async move {
+            let c = s.pool().get().await.expect("conn");
+            c.batch_execute(q).await.expect("sql");
+        }
+    };
+    // usr_2's return was republished already; usr_3 got a contact of its own meanwhile.
+    sql("UPDATE retries SET state = 'queued' WHERE entity_key = 'user:usr_2'").await;
+    sql("INSERT INTO sync_state (connector_id, kind, hull_id, close_id) VALUES ('c1', 'user', 'usr_3', 'cont_own')").await;
+
+    let lease = s
+        .claim_entity("c1", EntityKind::Account, "acc_1", Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .expect("free");
+    assert!(matches!(
+        s.claim_pending_lead("c1", "acc_1", Duration::from_secs(300))
+            .await
+            .expect("claim"),
+        Claim::Claimed(_)
+    ));
+    let sealed = s.seal_pending_lead("c1", "acc_1").await.expect("seal");
+    let nested: Vec<NestedContact> = sealed
+        .iter()
+        .map(|p| NestedContact {
+            user_id: p.user_id.clone(),
+            state: SyncState {
+                close_id: Some(format!("cont_{}", p.user_id)),
+                lead_id: Some("lead_1".into()),
+                body_hash: Some("h".into()),
+                failures: 0,
+            },
+            job_id: p.job_id,
+        })
+        .collect();
+    assert_eq!(nested.len(), 3);
+    let remaining = |s: Store| async move {
+        let mut keys: Vec<String> = s
+            .retries(Some("c1"), 10)
+            .await
+            .expect("retries")
+            .into_iter()
+            .filter_map(|r| r.entity_key)
+            .collect();
+        keys.sort();
+        keys
+    };
+
+    // A lease that is not this job's commits nothing, and finishes nothing.
+    let stale = common::store::EntityLease {
+        fence: lease.fence + 1000,
+        ..lease.clone()
+    };
+    assert!(matches!(
+        s.commit_lead_with_contacts(&stale, &state("lead_1"), &nested)
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(remaining(s.clone()).await.len(), 3);
+
+    let finished = s
+        .commit_lead_with_contacts(&lease, &state("lead_1"), &nested)
+        .await
+        .expect("commit");
+    assert_eq!(finished, 1, "only usr_1's scheduled return is finished");
+    assert_eq!(remaining(s.clone()).await, ["user:usr_2", "user:usr_3"]);
+    assert_eq!(close_id_of(&s).await.as_deref(), Some("lead_1"));
+    let c = s.pool().get().await.expect("conn");
+    let contact = |u: &'static str| {
+        let c = &c;
+        async move {
+            store::load_state(c, "c1", EntityKind::User, u)
+                .await
+                .expect("state")
+                .close_id
+        }
+    };
+    assert_eq!(contact("usr_1").await.as_deref(), Some("cont_usr_1"));
+    assert_eq!(contact("usr_2").await.as_deref(), Some("cont_usr_2"));
+    assert_eq!(contact("usr_3").await.as_deref(), Some("cont_own"));
+    // The gathering is over.
+    assert!(s
+        .seal_pending_lead("c1", "acc_1")
+        .await
+        .expect("seal")
+        .is_empty());
+    drop(c);
     db.drop_db().await;
 }

@@ -98,10 +98,14 @@ async fn a_new_account_and_its_users_are_one_lead_create_with_nested_contacts() 
     let env = env(CloseConfig::default()).await;
     notify(&env, "account:update", &[account_id(&env)]).await;
     notify(&env, "user:update", &user_ids(&env, &USERS)).await;
-    env.drain_with_retries(Duration::from_secs(30))
+    let runs = env
+        .drain_with_retries(Duration::from_secs(30))
         .await
         .expect("drain");
     assert_synced(&env);
+    // The account's job ran twice (deferred while its lead gathered, then the create); each
+    // user's once: the lead's commit finished the users' deferred jobs.
+    assert_eq!(runs, 5, "job runs: the account's two, one per user");
     assert_eq!(count(&env, "POST", "/lead/"), 1);
     let create = env
         .close

@@ -97,12 +97,13 @@ impl HeldLease {
     }
 
     /// [`HeldLease::commit`] for a new lead: also records the sync states of the contacts
-    /// created nested in it and ends the account's gathering, in the same transaction.
+    /// created nested in it, ends the account's gathering and deletes the scheduled returns
+    /// of the users' jobs it finished, in the same statement. Returns how many it finished.
     pub async fn commit_lead_with_contacts(
         mut self,
         state: &SyncState,
         nested: &[common::store::NestedContact],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         self.renewal.cancel();
         let lease = self.lease.take().expect("a held lease");
         self.store

@@ -396,7 +396,12 @@ impl Worker {
                 Box::pin(fairness::fairly(ctx, env, outgoing::account(ctx, cid, m))).await
             }
             Job::OutgoingUser(m) => {
-                Box::pin(fairness::fairly(ctx, env, outgoing::user(ctx, cid, m))).await
+                Box::pin(fairness::fairly(
+                    ctx,
+                    env,
+                    outgoing::user(ctx, cid, env.id, m),
+                ))
+                .await
             }
             Job::FetchStart { run_id } => Box::pin(incoming::fetch_start(ctx, cid, *run_id)).await,
             Job::FetchPage {

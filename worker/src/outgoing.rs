@@ -364,14 +364,21 @@ async fn sync(
         failures: 0,
     };
     if gathered {
-        lease
+        let finished = lease
             .commit_lead_with_contacts(&new_state, &nested_states)
             .await?;
         if !nested_states.is_empty() {
             metrics::counter!("outgoing_contacts_nested_total")
                 .increment(nested_states.len() as u64);
-            tracing::info!(lead_id = %close_id, contacts = nested_states.len(), "contacts created nested in their new lead");
+            for n in &nested_states {
+                tracing::info!(user_id = %n.user_id, contact_id = ?n.state.close_id, lead_id = %close_id,
+                    action = ?Action::Created, nested = true, "outgoing.user.success");
+            }
         }
+        // The users' jobs whose scheduled returns the commit deleted are done: their
+        // contacts were written.
+        metrics::counter!("worker_jobs_total", "job" => "outgoing_user", "outcome" => "written")
+            .increment(finished);
     } else {
         lease.commit(&new_state).await?;
     }
@@ -422,6 +429,14 @@ fn log_unchanged(kind: EntityKind, hull_id: &str, close_id: &str) {
 /// creation to be committed.
 const GATHER_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long after its lead's creator is booked to come back a user waiting for it comes back.
+/// The creator comes back `fairness::RETURN_EARLY` before its slot, creates the lead in it and
+/// commits; the commit deletes the users' scheduled returns, so a user that comes back only
+/// after that costs nothing more. One that came back at the same moment as the creator would
+/// find the lead being created and wait for it in a worker's place; one whose creator was
+/// deferred again meanwhile comes back and waits for it again.
+const CREATOR_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Passes `r`, the result of a Close write of `body`, through, recording `body` for the job's
 /// dead letter when the write failed (not when it was only deferred). Only write calls are
 /// wrapped, so the body recorded is the one Close refused.
@@ -468,28 +483,34 @@ async fn new_lead(
     let gathered = !gather.is_zero();
     if gathered {
         let cid = t.connector.id.as_str();
-        let due_in = ctx
-            .store
-            .gather_lead(cid, account_key, gather)
-            .await?
-            .map_or(std::time::Duration::ZERO, |g| g.due_in);
-        if !due_in.is_zero() {
-            look_up_while_gathering(ctx, t, account_key, update_body);
-            return Err(JobError::Deferred {
-                after: due_in,
-                booked: None,
-            });
-        }
-        match ctx
+        // The gathering normally exists (the account's job started it on its first run, or a
+        // user's job did): it is claimed in one statement. Without one, it is started now.
+        let mut claim = ctx
             .store
             .claim_pending_lead(cid, account_key, LOOKUP_FRESH)
-            .await?
-        {
+            .await?;
+        if matches!(claim, Claim::None) {
+            let due_in = ctx
+                .store
+                .gather_lead(cid, account_key, gather)
+                .await?
+                .map_or(std::time::Duration::ZERO, |g| g.due_in);
+            claim = if due_in.is_zero() {
+                // Started by another job a moment ago, and due already.
+                ctx.store
+                    .claim_pending_lead(cid, account_key, LOOKUP_FRESH)
+                    .await?
+            } else {
+                Claim::NotDue(due_in)
+            };
+        }
+        match claim {
             Claim::NotDue(after) => {
+                look_up_while_gathering(ctx, t, account_key, update_body);
                 return Err(JobError::Deferred {
                     after,
                     booked: None,
-                })
+                });
             }
             Claim::Claimed(fresh) => {
                 sealing = Some(account_key);
@@ -760,6 +781,7 @@ fn nested_contacts(
         let traits = mapping::contact_traits(&t.settings, meta, &response);
         entries.push(FirehoseEntry::traits_user(pending.claims.clone(), traits)?);
         states.push(NestedContact {
+            job_id: pending.job_id,
             user_id: pending.user_id.clone(),
             state: SyncState {
                 close_id: Some(contact_id.to_owned()),
@@ -782,6 +804,7 @@ fn lead_matches(lead: &Value, body: &Map<String, Value>) -> bool {
 pub async fn user(
     ctx: &Ctx,
     connector_id: &str,
+    job_id: uuid::Uuid,
     msg: &OutgoingMessage,
 ) -> Result<Outcome, JobError> {
     let t = tenant(ctx, connector_id).await?;
@@ -838,7 +861,16 @@ pub async fn user(
         .as_ref()
         .and_then(|c| c.as_ref())
         .map(|c| c.close_id.is_some());
-    let lead_id = lead_of(ctx, &t, &meta, account, user, lead, contact_recorded).await?;
+    let lead_id = lead_of(
+        ctx,
+        &t,
+        &meta,
+        (account, user),
+        job_id,
+        lead,
+        contact_recorded,
+    )
+    .await?;
     match sync(
         ctx,
         &t,
@@ -898,13 +930,14 @@ fn lead_is_gone(e: &CloseError) -> bool {
 /// The lead id of an account: from the sync state (`recorded`, if the job read it already),
 /// the `closeio/id` attribute, or by syncing the account now. An account without a Hull id is
 /// known by its identifier claims (or only by its `closeio/id`). `contact_recorded`: whether
-/// the user's sync state holds a contact, if the job read it already.
+/// the user's sync state holds a contact, if the job read it already. `job_id`: the user's job,
+/// recorded with its contact when it joins a gathering.
 async fn lead_of(
     ctx: &Ctx,
     t: &Tenant,
     meta: &CloseMetadata,
-    account: &Map<String, Value>,
-    user: &Map<String, Value>,
+    (account, user): (&Map<String, Value>, &Map<String, Value>),
+    job_id: uuid::Uuid,
     recorded: Option<Option<String>>,
     contact_recorded: Option<bool>,
 ) -> Result<String, JobError> {
@@ -935,7 +968,26 @@ async fn lead_of(
     let gather = ctx.cfg.new_lead_gather;
     if !gather.is_zero() && !has_contact(ctx, t, user, contact_recorded).await? {
         let cid = t.connector.id.as_str();
-        let Some(g) = ctx.store.gather_lead(cid, &account_id, gather).await? else {
+        // The user's contact joins the gathering even when this job creates the lead itself
+        // (below): it is then nested in that create, not written on its own after it. It
+        // joins a claimed gathering too, until its creator seals it just before sending the
+        // create (this job then waits for the account's lease, and finds its contact made).
+        // When the contact is created nested, the creator's commit also deletes this job's
+        // scheduled return: a gathered user's job runs once.
+        let pending = PendingContact {
+            user_id: str_field(user, "id").unwrap_or_default().to_owned(),
+            body: mapping::contact_body(&t.settings, user, PENDING_LEAD_ID),
+            claims: claims_from(user, &["id", "email", "external_id"]),
+            job_id: Some(job_id),
+        };
+        let Some(common::store::Joined {
+            gathering: g,
+            joined,
+        }) = ctx
+            .store
+            .join_gathering(cid, &account_id, gather, &pending)
+            .await?
+        else {
             // The lead was recorded a moment ago.
             let state = state_of(ctx, cid, EntityKind::Account, &account_id).await?;
             if let Some(id) = state.close_id {
@@ -946,30 +998,21 @@ async fn lead_of(
                 after: std::time::Duration::from_secs(1),
             });
         };
-        // The user's contact joins the gathering even when this job creates the lead itself
-        // (below): it is then nested in that create, not written on its own after it. It
-        // joins a claimed gathering too, until its creator seals it just before sending the
-        // create (this job then waits for the account's lease, and finds its contact made).
-        let pending = PendingContact {
-            user_id: str_field(user, "id").unwrap_or_default().to_owned(),
-            body: mapping::contact_body(&t.settings, user, PENDING_LEAD_ID),
-            claims: claims_from(user, &["id", "email", "external_id"]),
-        };
-        let joined = ctx
-            .store
-            .add_pending_contact(cid, &account_id, &pending)
-            .await?;
         // Wait for the gathering to end, or for the job that will create the lead to come
         // back — unless this job is that one, back for the lead write booked for it. Once
         // it is due and nobody is booked to create it, this job does.
         let wait = if common::closeio::is_booked(EndpointGroup::LeadWrite.as_str()) {
             std::time::Duration::ZERO
         } else {
-            g.due_in.max(g.creator_back_in.unwrap_or_default())
+            match g.creator_back_in {
+                Some(back_in) => (g.due_in + GATHER_MARGIN).max(back_in + CREATOR_MARGIN),
+                None if g.due_in.is_zero() => std::time::Duration::ZERO,
+                None => g.due_in + GATHER_MARGIN,
+            }
         };
         if joined && !wait.is_zero() {
             return Err(JobError::Deferred {
-                after: wait + GATHER_MARGIN,
+                after: wait,
                 booked: None,
             });
         }

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-
-use domain::jobs::EntityKind;
+use uuid::Uuid;
 
 use crate::lease::EntityLease;
 use crate::prepared::Prepared;
@@ -35,6 +34,10 @@ pub struct PendingContact {
     pub body: Map<String, Value>,
     /// The user's claims, for the write-back to Hull.
     pub claims: Map<String, Value>,
+    /// The job that added it (deferred until the lead exists): when the contact is created
+    /// nested, its scheduled return is deleted with the commit (see
+    /// [`Store::commit_lead_with_contacts`]).
+    pub job_id: Option<Uuid>,
 }
 
 /// A contact created nested in its lead, to record with the lead's sync state.
@@ -44,6 +47,19 @@ pub struct NestedContact {
     pub user_id: String,
     /// Its sync state (contact id, lead id, body hash).
     pub state: SyncState,
+    /// The job that added it to the gathering, whose scheduled return the commit deletes.
+    pub job_id: Option<Uuid>,
+}
+
+/// What a user's job found when it joined its account's gathering lead
+/// ([`Store::join_gathering`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// Where the gathering stands.
+    pub gathering: Gathering,
+    /// Whether the contact joined (`false` once the creator has sealed it: the user's contact
+    /// is then written on its own).
+    pub joined: bool,
 }
 
 /// A lookup that found no lead for an account's gathering lead (see
@@ -69,6 +85,19 @@ pub enum Claim {
     /// [`Store::unclaim_pending_lead`]). The contacts to nest are taken when the claimer
     /// seals it ([`Store::seal_pending_lead`]).
     Claimed(Option<(DateTime<Utc>, Value)>),
+}
+
+/// A gathering from the first columns of `row`: seconds until due, claimed, seconds until
+/// its creator is back.
+fn gathering(row: &tokio_postgres::Row) -> Gathering {
+    Gathering {
+        due_in: Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)),
+        claimed: row.get(1),
+        creator_back_in: row
+            .get::<_, Option<f64>>(2)
+            .filter(|s| *s > 0.0)
+            .map(Duration::from_secs_f64),
+    }
 }
 
 fn object(v: Value) -> Map<String, Value> {
@@ -105,14 +134,7 @@ impl Store {
                 &[&connector_id, &account_key, &gather.as_secs_f64()],
             )
             .await?;
-        Ok(row.map(|row| Gathering {
-            due_in: Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)),
-            claimed: row.get(1),
-            creator_back_in: row
-                .get::<_, Option<f64>>(2)
-                .filter(|s| *s > 0.0)
-                .map(Duration::from_secs_f64),
-        }))
+        Ok(row.as_ref().map(gathering))
     }
 
     /// Records that the job that will create the account's lead comes back in `back_in` (its
@@ -191,42 +213,55 @@ impl Store {
         Ok(())
     }
 
-    /// Adds (or replaces) a user's contact to the account's gathering lead; `false` when there
-    /// is none or it was sealed already (the user's contact is then written on its own).
-    pub async fn add_pending_contact(
+    /// A user's contact joins the account's gathering lead, in one statement: starts the
+    /// gathering (due in `gather`) unless one exists, and adds (or replaces) the contact unless
+    /// the gathering is sealed. `None` when the account has a lead already (recorded in its
+    /// sync state). The upsert locks the gathering's row until the statement ends, so a seal
+    /// waits for a join in progress and sees its contact, and a join that waited for a seal
+    /// sees it sealed.
+    pub async fn join_gathering(
         &self,
         connector_id: &str,
         account_key: &str,
+        gather: Duration,
         contact: &PendingContact,
-    ) -> Result<bool, StoreError> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        let open = tx
+    ) -> Result<Option<Joined>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
             .query_opt_p(
-                "SELECT 1 FROM pending_leads
-                 WHERE connector_id = $1 AND account_key = $2 AND NOT sealed FOR SHARE",
-                &[&connector_id, &account_key],
-            )
-            .await?
-            .is_some();
-        if open {
-            tx.execute_p(
-                "INSERT INTO pending_contacts (connector_id, account_key, user_id, body, claims)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (connector_id, account_key, user_id)
-                   DO UPDATE SET body = EXCLUDED.body, claims = EXCLUDED.claims",
+                "WITH g AS (
+                   INSERT INTO pending_leads (connector_id, account_key, due_at)
+                   SELECT $1, $2, clock_timestamp() + make_interval(secs => $3)
+                   WHERE NOT EXISTS (SELECT 1 FROM sync_state
+                                     WHERE connector_id = $1 AND kind = 'account' AND hull_id = $2
+                                       AND close_id IS NOT NULL)
+                   ON CONFLICT (connector_id, account_key) DO UPDATE SET due_at = pending_leads.due_at
+                   RETURNING due_at, claimed, retry_at, sealed),
+                 joined AS (
+                   INSERT INTO pending_contacts (connector_id, account_key, user_id, body, claims, job_id)
+                   SELECT $1, $2, $4, $5, $6, $7 FROM g WHERE NOT g.sealed
+                   ON CONFLICT (connector_id, account_key, user_id)
+                     DO UPDATE SET body = EXCLUDED.body, claims = EXCLUDED.claims, job_id = EXCLUDED.job_id
+                   RETURNING 1)
+                 SELECT GREATEST(0, EXTRACT(EPOCH FROM due_at - clock_timestamp()))::float8, claimed,
+                        EXTRACT(EPOCH FROM retry_at - clock_timestamp())::float8,
+                        EXISTS (SELECT 1 FROM joined)
+                 FROM g",
                 &[
                     &connector_id,
                     &account_key,
+                    &gather.as_secs_f64(),
                     &contact.user_id,
                     &Value::Object(contact.body.clone()),
                     &Value::Object(contact.claims.clone()),
+                    &contact.job_id,
                 ],
             )
             .await?;
-        }
-        tx.commit().await?;
-        Ok(open)
+        Ok(row.map(|row| Joined {
+            gathering: gathering(&row),
+            joined: row.get(3),
+        }))
     }
 
     /// Claims the account's gathering lead when it is due (the caller holds the account's
@@ -296,20 +331,19 @@ impl Store {
         Ok(contacts)
     }
 
-    /// [`Store::commit_entity`] for a lead created with nested contacts: in the same
-    /// transaction, records the sync state of each nested contact's user and ends the
-    /// account's gathering.
+    /// [`Store::commit_entity`] for a lead created with nested contacts, in one statement:
+    /// gives the account's lease up (fenced) and records the lead's sync state, records the
+    /// sync state of each nested contact's user (never over a contact the user already has:
+    /// it moved meanwhile, say, and that state is newer than this gathering), ends the
+    /// gathering, and deletes the scheduled returns of the jobs whose contacts were recorded
+    /// (their work is done). Nothing changes when the lease was lost. Returns how many
+    /// users' jobs were finished so.
     pub async fn commit_lead_with_contacts(
         &self,
         lease: &EntityLease,
         state: &SyncState,
         nested: &[NestedContact],
-    ) -> Result<(), StoreError> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        crate::lease::commit_in(&tx, lease, state).await?;
-        // Never over a contact the user already has (it moved meanwhile, say): that state is
-        // newer than this gathering. All nested contacts in one statement.
+    ) -> Result<u64, StoreError> {
         let users: Vec<&str> = nested.iter().map(|n| n.user_id.as_str()).collect();
         let close_ids: Vec<Option<&str>> =
             nested.iter().map(|n| n.state.close_id.as_deref()).collect();
@@ -319,33 +353,66 @@ impl Store {
             .iter()
             .map(|n| n.state.body_hash.as_deref())
             .collect();
-        if !nested.is_empty() {
-            tx.execute_p(
-                "INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures)
-                 SELECT $1, $2, n.user_id, n.close_id, n.lead_id, n.body_hash, now(), 0
-                 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS n(user_id, close_id, lead_id, body_hash)
-                 ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id,
-                   lead_id = EXCLUDED.lead_id, body_hash = EXCLUDED.body_hash, last_success_at = now(),
-                   failures = 0, last_error = NULL, next_retry_at = NULL, updated_at = now()
-                 WHERE sync_state.close_id IS NULL",
+        let jobs: Vec<Option<Uuid>> = nested.iter().map(|n| n.job_id).collect();
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one_p(
+                "WITH held AS (
+                   DELETE FROM entity_leases
+                   WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
+                     AND expires_at > clock_timestamp()
+                   RETURNING 1),
+                 lead AS (
+                   INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures, last_error, next_retry_at)
+                   SELECT $1, $2, $3, $5, $6, $7, now(), 0, NULL, NULL WHERE EXISTS (SELECT 1 FROM held)
+                   ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id, lead_id = EXCLUDED.lead_id,
+                     body_hash = EXCLUDED.body_hash, last_success_at = now(), failures = 0, last_error = NULL,
+                     next_retry_at = NULL, updated_at = now()
+                   RETURNING 1),
+                 n AS (
+                   SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::uuid[])
+                     AS n(user_id, close_id, lead_id, body_hash, job_id)),
+                 contacts AS (
+                   INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures)
+                   SELECT $1, 'user', n.user_id, n.close_id, n.lead_id, n.body_hash, now(), 0
+                   FROM n WHERE EXISTS (SELECT 1 FROM held)
+                   ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id,
+                     lead_id = EXCLUDED.lead_id, body_hash = EXCLUDED.body_hash, last_success_at = now(),
+                     failures = 0, last_error = NULL, next_retry_at = NULL, updated_at = now()
+                   WHERE sync_state.close_id IS NULL
+                   RETURNING hull_id),
+                 ended AS (
+                   DELETE FROM pending_leads
+                   WHERE connector_id = $1 AND account_key = $3 AND EXISTS (SELECT 1 FROM held)
+                   RETURNING 1),
+                 finished AS (
+                   DELETE FROM retries r USING n, contacts c
+                   WHERE c.hull_id = n.user_id AND r.id = n.job_id AND r.state = 'scheduled'
+                   RETURNING 1)
+                 SELECT (SELECT count(*) FROM lead), (SELECT count(*) FROM finished),
+                        (SELECT count(*) FROM ended)",
                 &[
                     &lease.connector_id,
-                    &EntityKind::User.as_str(),
+                    &lease.kind.as_str(),
+                    &lease.hull_id,
+                    &lease.fence,
+                    &state.close_id,
+                    &state.lead_id,
+                    &state.body_hash,
                     &users,
                     &close_ids,
                     &lead_ids,
                     &hashes,
+                    &jobs,
                 ],
             )
             .await?;
+        if row.get::<_, i64>(0) != 1 {
+            return Err(StoreError::LeaseLost {
+                entity: format!("{}/{}", lease.kind.as_str(), lease.hull_id),
+            });
         }
-        tx.execute_p(
-            "DELETE FROM pending_leads WHERE connector_id = $1 AND account_key = $2",
-            &[&lease.connector_id, &lease.hull_id],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(u64::try_from(row.get::<_, i64>(1)).unwrap_or(0))
     }
 }
 
@@ -357,7 +424,7 @@ async fn pending_contacts(
 ) -> Result<Vec<PendingContact>, StoreError> {
     Ok(tx
         .query_p(
-            "SELECT user_id, body, claims FROM pending_contacts
+            "SELECT user_id, body, claims, job_id FROM pending_contacts
              WHERE connector_id = $1 AND account_key = $2 ORDER BY user_id",
             &[&connector_id, &account_key],
         )
@@ -367,6 +434,7 @@ async fn pending_contacts(
             user_id: r.get(0),
             body: object(r.get(1)),
             claims: object(r.get(2)),
+            job_id: r.get(3),
         })
         .collect())
 }
