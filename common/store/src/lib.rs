@@ -24,7 +24,7 @@ pub use budget::Reservation;
 mod lease;
 pub use lease::EntityLease;
 mod pending;
-pub use pending::{Claim, Gathering, LeadLookupNote, NestedContact, PendingContact};
+pub use pending::{Claim, Gathering, Joined, LeadLookupNote, NestedContact, PendingContact};
 mod incoming;
 pub use incoming::*;
 mod parking;
@@ -586,7 +586,8 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        let body = serde_json::to_value(env).unwrap_or(Value::Null);
+        // Serialised straight into the parameter, without a `Value` tree in between.
+        let body = tokio_postgres::types::Json(env);
         c.execute_p(
             "INSERT INTO retries (id, connector_id, job_name, entity_key, envelope, attempts, last_error, state, next_attempt_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8)
