@@ -366,7 +366,7 @@ async fn contacts_join_a_claimed_lead_until_it_is_sealed() {
 /// return (its work is done), in the same statement and only when the lease still holds. A
 /// return already republished (it may be running) is left to finish by itself, and so is the
 /// job of a user whose contact was recorded otherwise meanwhile (its state is not
-/// overwritten, so its job still has work).
+/// overwritten, so its job still has work). The creating job's own row goes with the commit.
 #[tokio::test]
 async fn a_gathered_users_job_is_finished_by_its_leads_commit() {
     use common::jobs::{Envelope, Job, OutgoingMessage};
@@ -418,6 +418,19 @@ async fn a_gathered_users_job_is_finished_by_its_leads_commit() {
             c.batch_execute(q).await.expect("sql");
         }
     };
+    // The account's own job is back from its deferral (its row queued): its commit clears it.
+    let account_job = Envelope::new(
+        "c1",
+        Job::OutgoingAccount(OutgoingMessage {
+            notification_id: "n1".into(),
+            is_export: false,
+            message: serde_json::json!({"account": {"id": "acc_1"}}),
+        }),
+    );
+    s.defer(&account_job, "waits for its slot", chrono::Utc::now())
+        .await
+        .expect("defer");
+    sql("UPDATE retries SET state = 'queued' WHERE entity_key = 'account:acc_1'").await;
     // usr_2's return was republished already; usr_3 got a contact of its own meanwhile.
     sql("UPDATE retries SET state = 'queued' WHERE entity_key = 'user:usr_2'").await;
     sql("INSERT INTO sync_state (connector_id, kind, hull_id, close_id) VALUES ('c1', 'user', 'usr_3', 'cont_own')").await;
@@ -466,18 +479,22 @@ async fn a_gathered_users_job_is_finished_by_its_leads_commit() {
         ..lease.clone()
     };
     assert!(matches!(
-        s.commit_lead_with_contacts(&stale, &state("lead_1"), &nested)
+        s.commit_lead_with_contacts(&stale, &state("lead_1"), &nested, Some(account_job.id))
             .await,
         Err(StoreError::LeaseLost { .. })
     ));
-    assert_eq!(remaining(s.clone()).await.len(), 3);
+    assert_eq!(remaining(s.clone()).await.len(), 4);
 
     let finished = s
-        .commit_lead_with_contacts(&lease, &state("lead_1"), &nested)
+        .commit_lead_with_contacts(&lease, &state("lead_1"), &nested, Some(account_job.id))
         .await
         .expect("commit");
     assert_eq!(finished, 1, "only usr_1's scheduled return is finished");
-    assert_eq!(remaining(s.clone()).await, ["user:usr_2", "user:usr_3"]);
+    assert_eq!(
+        remaining(s.clone()).await,
+        ["user:usr_2", "user:usr_3"],
+        "the account's own row is cleared with its commit"
+    );
     assert_eq!(close_id_of(&s).await.as_deref(), Some("lead_1"));
     let c = s.pool().get().await.expect("conn");
     let contact = |u: &'static str| {

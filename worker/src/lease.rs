@@ -89,11 +89,18 @@ async fn renew(store: Store, lease: EntityLease, ttl: Duration, stop: Cancellati
 
 impl HeldLease {
     /// Records the sync state and gives the lease up (fenced: fails with
-    /// [`StoreError::LeaseLost`] if it expired and was taken over).
-    pub async fn commit(mut self, state: &SyncState) -> Result<(), StoreError> {
+    /// [`StoreError::LeaseLost`] if it expired and was taken over), deleting `retry_row` (the
+    /// job's own, when this is its last write) in the same statement.
+    pub async fn commit(
+        mut self,
+        state: &SyncState,
+        retry_row: Option<uuid::Uuid>,
+    ) -> Result<(), StoreError> {
         self.renewal.cancel();
         let lease = self.lease.take().expect("a held lease");
-        self.store.commit_entity(&lease, state).await
+        self.store
+            .commit_entity_finishing(&lease, state, retry_row)
+            .await
     }
 
     /// [`HeldLease::commit`] for a new lead: also records the sync states of the contacts
@@ -103,11 +110,12 @@ impl HeldLease {
         mut self,
         state: &SyncState,
         nested: &[common::store::NestedContact],
+        retry_row: Option<uuid::Uuid>,
     ) -> Result<u64, StoreError> {
         self.renewal.cancel();
         let lease = self.lease.take().expect("a held lease");
         self.store
-            .commit_lead_with_contacts(&lease, state, nested)
+            .commit_lead_with_contacts(&lease, state, nested, retry_row)
             .await
     }
 

@@ -199,6 +199,23 @@ tokio::task_local! {
     /// The body the current job sent to Close in a write that failed (kept with its dead
     /// letter, for operators).
     static FAILED_BODY: std::cell::RefCell<Option<serde_json::Value>>;
+    /// The `retries` row the current job came from and has not cleared yet (see
+    /// [`take_retry_row`]).
+    static RETRY_ROW: std::cell::Cell<Option<uuid::Uuid>>;
+}
+
+/// Takes the `retries` row the current job came from (a retry or a deferral's return), for
+/// the commit of its last write to delete in the same statement: the job then has no row left
+/// to clear when it ends. `None` for a job that has none (or whose row was taken already).
+pub fn take_retry_row() -> Option<uuid::Uuid> {
+    RETRY_ROW.try_with(std::cell::Cell::take).ok().flatten()
+}
+
+/// Gives back a row taken with [`take_retry_row`] whose commit failed (nothing was deleted).
+pub fn put_back_retry_row(row: Option<uuid::Uuid>) {
+    if row.is_some() {
+        let _ = RETRY_ROW.try_with(|c| c.set(row));
+    }
 }
 
 /// Records the body of a Close write that failed, for the job's dead letter (called on the
@@ -325,7 +342,9 @@ impl Worker {
     /// what must be recorded (retry, parking, dead letter). An `Err` means even that failed
     /// (database or broker down): the message must go back to the queue.
     pub async fn handle(&self, env: Envelope) -> Result<Disposition, JobError> {
-        let scoped = FAILED_BODY.scope(Default::default(), self.handle_scoped(env));
+        let row = std::cell::Cell::new(env.from_retries.then_some(env.id));
+        let scoped = RETRY_ROW.scope(row, self.handle_scoped(env));
+        let scoped = FAILED_BODY.scope(Default::default(), scoped);
         SETTINGS_SEEN
             .scope(std::cell::Cell::new(None), scoped)
             .await
@@ -366,10 +385,11 @@ impl Worker {
         let disposition = match result {
             Ok(outcome) => {
                 // A retry row may exist whatever the attempt number (parking and deferrals
-                // burn none), so it is cleared whenever the job came from one; a job fresh
-                // from ingest has none, and saves the statement.
-                if env.from_retries {
-                    self.ctx.store.clear_retry(env.id).await?;
+                // burn none), so it is cleared whenever the job came from one — unless the
+                // commit of its last write deleted it already; a job fresh from ingest has
+                // none, and saves the statement.
+                if let Some(row) = take_retry_row() {
+                    self.ctx.store.clear_retry(row).await?;
                 }
                 Disposition::Done(outcome)
             }

@@ -102,7 +102,7 @@ pub async fn account(
     if let Some(deferred) = defer_while_gathering(ctx, &t, account, hull_id).await? {
         return Err(deferred);
     }
-    let (outcome, _lead_id) = sync(ctx, &t, &meta, Target::Lead { account }, None).await?;
+    let (outcome, _lead_id) = sync(ctx, &t, &meta, Target::Lead { account }, None, true).await?;
     Ok(outcome)
 }
 
@@ -246,12 +246,15 @@ impl Target<'_> {
 /// Creates or updates the Close object of an entity, writes Close's answer back to Hull, and
 /// records the sync state. Returns the outcome and the Close id. `seen` is the entity's state
 /// as [`common::store::Store::state_unless_leased`] read it, if the job read it already.
+/// `last`: this write is the job's last (its own entity), so its commit also clears the job's
+/// `retries` row (see [`crate::take_retry_row`]).
 async fn sync(
     ctx: &Ctx,
     t: &Tenant,
     meta: &CloseMetadata,
     target: Target<'_>,
     seen: Option<Option<SyncState>>,
+    last: bool,
 ) -> Result<(Outcome, String), JobError> {
     let cid = t.connector.id.as_str();
     let (kind, object) = (target.kind(), target.object());
@@ -266,6 +269,13 @@ async fn sync(
     // the state is read again under the lease, which another job may have released since.
     let seen = match seen {
         Some(seen) => seen,
+        // A job back for the lead write booked for it has a lead to create: it goes
+        // straight for the lease.
+        None if matches!(target, Target::Lead { .. })
+            && common::closeio::is_booked(EndpointGroup::LeadWrite.as_str()) =>
+        {
+            None
+        }
         None => ctx.store.state_unless_leased(cid, kind, hull_id).await?,
     };
     if let Some(state) = seen {
@@ -280,7 +290,20 @@ async fn sync(
         }
     }
     let lease = crate::lease::hold(ctx, cid, kind, hull_id).await?;
-    let state = state_of(ctx, cid, kind, hull_id).await?;
+    // An account Hull knows no lead of reads its state and claims its gathering lead (if
+    // due) in one statement.
+    let (state, claim) = match &target {
+        Target::Lead { account }
+            if !ctx.cfg.new_lead_gather.is_zero() && str_field(account, "closeio/id").is_none() =>
+        {
+            let (state, claim) = ctx
+                .store
+                .state_and_claim_pending_lead(cid, hull_id, LOOKUP_FRESH)
+                .await?;
+            (state, Some(claim))
+        }
+        _ => (state_of(ctx, cid, kind, hull_id).await?, None),
+    };
     if let Some(id) = unchanged_id(&state, &hash, target.lead_id()) {
         lease.release().await?;
         log_unchanged(kind, hull_id, id);
@@ -317,7 +340,7 @@ async fn sync(
     let (answer, action) = match (written, &target) {
         (Some(w), _) => w,
         (None, Target::Lead { account }) => {
-            let new = new_lead(ctx, t, account, &body, hull_id).await?;
+            let new = new_lead(ctx, t, account, &body, hull_id, claim).await?;
             (nested, gathered) = (new.nested, new.gathered);
             (new.lead, new.action)
         }
@@ -363,10 +386,12 @@ async fn sync(
         body_hash: Some(hash),
         failures: 0,
     };
+    let retry_row = if last { crate::take_retry_row() } else { None };
     if gathered {
         let finished = lease
-            .commit_lead_with_contacts(&new_state, &nested_states)
-            .await?;
+            .commit_lead_with_contacts(&new_state, &nested_states, retry_row)
+            .await
+            .inspect_err(|_| crate::put_back_retry_row(retry_row))?;
         if !nested_states.is_empty() {
             metrics::counter!("outgoing_contacts_nested_total")
                 .increment(nested_states.len() as u64);
@@ -380,7 +405,10 @@ async fn sync(
         metrics::counter!("worker_jobs_total", "job" => "outgoing_user", "outcome" => "written")
             .increment(finished);
     } else {
-        lease.commit(&new_state).await?;
+        lease
+            .commit(&new_state, retry_row)
+            .await
+            .inspect_err(|_| crate::put_back_retry_row(retry_row))?;
     }
     match kind {
         EntityKind::Account => {
@@ -472,6 +500,7 @@ async fn new_lead(
     account: &Map<String, Value>,
     update_body: &Map<String, Value>,
     account_key: &str,
+    claimed: Option<Claim>,
 ) -> Result<NewLead, JobError> {
     let mut nested = Vec::new();
     // The gathering claimed, whose contacts the create takes when it is sent.
@@ -485,10 +514,14 @@ async fn new_lead(
         let cid = t.connector.id.as_str();
         // The gathering normally exists (the account's job started it on its first run, or a
         // user's job did): it is claimed in one statement. Without one, it is started now.
-        let mut claim = ctx
-            .store
-            .claim_pending_lead(cid, account_key, LOOKUP_FRESH)
-            .await?;
+        let mut claim = match claimed {
+            Some(claim) => claim,
+            None => {
+                ctx.store
+                    .claim_pending_lead(cid, account_key, LOOKUP_FRESH)
+                    .await?
+            }
+        };
         if matches!(claim, Claim::None) {
             let due_in = ctx
                 .store
@@ -880,6 +913,7 @@ pub async fn user(
             lead_id: &lead_id,
         },
         contact,
+        true,
     )
     .await
     .map(|(o, _)| o)
@@ -900,7 +934,15 @@ pub async fn user(
             drop(client);
             let mut fresh = account.clone();
             fresh.remove("closeio/id");
-            let (_, lead_id) = sync(ctx, &t, &meta, Target::Lead { account: &fresh }, None).await?;
+            let (_, lead_id) = sync(
+                ctx,
+                &t,
+                &meta,
+                Target::Lead { account: &fresh },
+                None,
+                false,
+            )
+            .await?;
             sync(
                 ctx,
                 &t,
@@ -910,6 +952,7 @@ pub async fn user(
                     lead_id: &lead_id,
                 },
                 None,
+                true,
             )
             .await
             .map(|(o, _)| o)
@@ -1018,7 +1061,7 @@ async fn lead_of(
         }
     }
     tracing::info!(account_id = %account_id, "the user's account has no lead yet: creating it first");
-    let (_, lead_id) = sync(ctx, t, meta, Target::Lead { account }, None).await?;
+    let (_, lead_id) = sync(ctx, t, meta, Target::Lead { account }, None, false).await?;
     Ok(lead_id)
 }
 

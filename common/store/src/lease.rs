@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use domain::jobs::EntityKind;
+use uuid::Uuid;
 
 use crate::prepared::Prepared;
 use crate::{Store, StoreError, SyncState};
@@ -161,26 +162,28 @@ impl Store {
         lease: &EntityLease,
         state: &SyncState,
     ) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        commit_in(&c, lease, state).await
+        self.commit_entity_finishing(lease, state, None).await
     }
-}
 
-/// The fenced commit, in one statement (alone or inside the caller's transaction): gives the
-/// lease up and records the sync state, or fails with [`StoreError::LeaseLost`] and changes
-/// nothing.
-pub(crate) async fn commit_in(
-    tx: &impl deadpool_postgres::GenericClient,
-    lease: &EntityLease,
-    state: &SyncState,
-) -> Result<(), StoreError> {
-    let saved = tx
+    /// [`Store::commit_entity`] that also deletes `retry_row`, the `retries` row of the job
+    /// that commits, when this commit is that job's last write (the job then has nothing left
+    /// to clear when it ends): one statement instead of two.
+    pub async fn commit_entity_finishing(
+        &self,
+        lease: &EntityLease,
+        state: &SyncState,
+        retry_row: Option<Uuid>,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let saved = c
         .execute_p(
             "WITH held AS (
                DELETE FROM entity_leases
                WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
                  AND expires_at > clock_timestamp()
-               RETURNING 1)
+               RETURNING 1),
+             finished AS (
+               DELETE FROM retries WHERE id = $8 AND EXISTS (SELECT 1 FROM held))
              INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures, last_error, next_retry_at)
              SELECT $1, $2, $3, $5, $6, $7, now(), 0, NULL, NULL WHERE EXISTS (SELECT 1 FROM held)
              ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id, lead_id = EXCLUDED.lead_id,
@@ -194,15 +197,17 @@ pub(crate) async fn commit_in(
                 &state.close_id,
                 &state.lead_id,
                 &state.body_hash,
+                &retry_row,
             ],
         )
         .await?;
-    if saved != 1 {
-        return Err(StoreError::LeaseLost {
-            entity: format!("{}/{}", lease.kind.as_str(), lease.hull_id),
-        });
+        if saved != 1 {
+            return Err(StoreError::LeaseLost {
+                entity: format!("{}/{}", lease.kind.as_str(), lease.hull_id),
+            });
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The state in the first columns of `row` (close id, lead id, hash, failures, whether a

@@ -87,6 +87,45 @@ pub enum Claim {
     Claimed(Option<(DateTime<Utc>, Value)>),
 }
 
+/// The claim of an account's gathering lead ([`Store::claim_pending_lead`]), as a `claim` CTE
+/// (parameters: connector, account key, how fresh a lookup must be in seconds) giving
+/// `claimed`, `due_in` (seconds), and the lookup that serves the claim (`looked_up_at`,
+/// `looked_up_value`). It is claimed when due (or claimed already); a claim takes the lookup
+/// recorded for it, if fresh, and clears it.
+macro_rules! claim_update {
+    () => {
+        "WITH claim AS (
+           UPDATE pending_leads p SET claimed = (p.due_at <= clock_timestamp()) OR p.claimed,
+                  looked_up_at = CASE WHEN p.due_at <= clock_timestamp() OR p.claimed
+                                      THEN NULL ELSE p.looked_up_at END,
+                  looked_up_value = CASE WHEN p.due_at <= clock_timestamp() OR p.claimed
+                                         THEN NULL ELSE p.looked_up_value END
+           FROM (SELECT looked_up_at, looked_up_value FROM pending_leads
+                 WHERE connector_id = $1 AND account_key = $2 FOR UPDATE) old
+           WHERE p.connector_id = $1 AND p.account_key = $2
+           RETURNING p.claimed,
+                     GREATEST(0, EXTRACT(EPOCH FROM p.due_at - clock_timestamp()))::float8 AS due_in,
+                     CASE WHEN old.looked_up_at > clock_timestamp() - make_interval(secs => $3)
+                          THEN old.looked_up_at END AS looked_up_at,
+                     old.looked_up_value)"
+    };
+}
+
+/// The claim in the columns of `row` from `at` on (claimed, due in, lookup time and value),
+/// [`Claim::None`] without a row.
+fn claim(row: Option<&tokio_postgres::Row>, at: usize) -> Claim {
+    match row {
+        None => Claim::None,
+        Some(r) if !r.get::<_, bool>(at) => {
+            Claim::NotDue(Duration::from_secs_f64(r.get::<_, f64>(at + 1).max(0.0)))
+        }
+        Some(r) => Claim::Claimed(
+            r.get::<_, Option<DateTime<Utc>>>(at + 2)
+                .zip(r.get::<_, Option<Value>>(at + 3)),
+        ),
+    }
+}
+
 /// A gathering from the first columns of `row`: seconds until due, claimed, seconds until
 /// its creator is back.
 fn gathering(row: &tokio_postgres::Row) -> Gathering {
@@ -276,59 +315,77 @@ impl Store {
         let c = self.pool.get().await?;
         let row = c
             .query_opt_p(
-                "UPDATE pending_leads p SET claimed = (p.due_at <= clock_timestamp()) OR p.claimed,
-                        looked_up_at = CASE WHEN p.due_at <= clock_timestamp() OR p.claimed
-                                            THEN NULL ELSE p.looked_up_at END,
-                        looked_up_value = CASE WHEN p.due_at <= clock_timestamp() OR p.claimed
-                                               THEN NULL ELSE p.looked_up_value END
-                 FROM (SELECT looked_up_at, looked_up_value FROM pending_leads
-                       WHERE connector_id = $1 AND account_key = $2 FOR UPDATE) old
-                 WHERE p.connector_id = $1 AND p.account_key = $2
-                 RETURNING p.claimed, GREATEST(0, EXTRACT(EPOCH FROM p.due_at - clock_timestamp()))::float8,
-                           CASE WHEN old.looked_up_at > clock_timestamp() - make_interval(secs => $3)
-                                THEN old.looked_up_at END,
-                           old.looked_up_value",
+                concat!(claim_update!(), " SELECT * FROM claim"),
                 &[&connector_id, &account_key, &fresh.as_secs_f64()],
             )
             .await?;
-        let claim = match row {
-            None => Claim::None,
-            Some(r) if !r.get::<_, bool>(0) => {
-                Claim::NotDue(Duration::from_secs_f64(r.get::<_, f64>(1).max(0.0)))
-            }
-            Some(r) => Claim::Claimed(
-                r.get::<_, Option<DateTime<Utc>>>(2)
-                    .zip(r.get::<_, Option<Value>>(3)),
-            ),
+        Ok(claim(row.as_ref(), 0))
+    }
+
+    /// What the holder of an account's lease reads before it creates the account's lead, in
+    /// one statement: the account's sync state, and [`Store::claim_pending_lead`]'s claim. The
+    /// statement's snapshot is taken after the lease was claimed, so the state is the last one
+    /// committed. A gathering exists only while the account has no lead, so an account whose
+    /// state turns out to have one claims nothing.
+    pub async fn state_and_claim_pending_lead(
+        &self,
+        connector_id: &str,
+        account_key: &str,
+        fresh: Duration,
+    ) -> Result<(SyncState, Claim), StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one_p(
+                concat!(
+                    claim_update!(),
+                    " SELECT c.claimed, c.due_in, c.looked_up_at, c.looked_up_value,
+                             s.close_id, s.lead_id, s.body_hash, s.failures
+                      FROM (SELECT 1) AS one
+                      LEFT JOIN claim c ON true
+                      LEFT JOIN sync_state s ON s.connector_id = $1 AND s.kind = 'account' AND s.hull_id = $2"
+                ),
+                &[&connector_id, &account_key, &fresh.as_secs_f64()],
+            )
+            .await?;
+        let state = SyncState {
+            close_id: row.get(4),
+            lead_id: row.get(5),
+            body_hash: row.get(6),
+            failures: row.get::<_, Option<i32>>(7).unwrap_or_default(),
         };
-        Ok(claim)
+        let claim = if row.get::<_, Option<bool>>(0).is_some() {
+            claim(Some(&row), 0)
+        } else {
+            Claim::None
+        };
+        Ok((state, claim))
     }
 
     /// Seals the account's gathering lead (the caller claimed it and holds the account's
     /// lease, and is about to send the create): no contact can join after this. Returns the
-    /// contacts to nest, in the order to send them; none when there is no gathering. A user
-    /// adding its contact holds the row (`FOR SHARE`) until it commits, so the seal waits for
-    /// it and sees its contact.
+    /// contacts to nest, in the order to send them; none when there is no gathering.
+    ///
+    /// Two statements, no transaction: a user joining holds the gathering's row until its
+    /// statement commits, so the seal waits for it; the contacts are then read by a statement
+    /// of their own, whose snapshot is taken after the seal and so holds every contact that
+    /// joined before it (one statement would read them with a snapshot from before the wait).
+    /// Nothing joins a sealed gathering.
     pub async fn seal_pending_lead(
         &self,
         connector_id: &str,
         account_key: &str,
     ) -> Result<Vec<PendingContact>, StoreError> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        let sealed = tx
+        let c = self.pool.get().await?;
+        let sealed = c
             .execute_p(
                 "UPDATE pending_leads SET sealed = true WHERE connector_id = $1 AND account_key = $2",
                 &[&connector_id, &account_key],
             )
             .await?;
-        let contacts = if sealed == 0 {
-            Vec::new()
-        } else {
-            pending_contacts(&tx, connector_id, account_key).await?
-        };
-        tx.commit().await?;
-        Ok(contacts)
+        if sealed == 0 {
+            return Ok(Vec::new());
+        }
+        pending_contacts(&c, connector_id, account_key).await
     }
 
     /// [`Store::commit_entity`] for a lead created with nested contacts, in one statement:
@@ -336,13 +393,15 @@ impl Store {
     /// sync state of each nested contact's user (never over a contact the user already has:
     /// it moved meanwhile, say, and that state is newer than this gathering), ends the
     /// gathering, and deletes the scheduled returns of the jobs whose contacts were recorded
-    /// (their work is done). Nothing changes when the lease was lost. Returns how many
-    /// users' jobs were finished so.
+    /// (their work is done) and `retry_row`, the committing job's own row (see
+    /// [`Store::commit_entity_finishing`]). Nothing changes when the lease was lost. Returns
+    /// how many users' jobs were finished so.
     pub async fn commit_lead_with_contacts(
         &self,
         lease: &EntityLease,
         state: &SyncState,
         nested: &[NestedContact],
+        retry_row: Option<Uuid>,
     ) -> Result<u64, StoreError> {
         let users: Vec<&str> = nested.iter().map(|n| n.user_id.as_str()).collect();
         let close_ids: Vec<Option<&str>> =
@@ -388,7 +447,9 @@ impl Store {
                  finished AS (
                    DELETE FROM retries r USING n, contacts c
                    WHERE c.hull_id = n.user_id AND r.id = n.job_id AND r.state = 'scheduled'
-                   RETURNING 1)
+                   RETURNING 1),
+                 own AS (
+                   DELETE FROM retries WHERE id = $13 AND EXISTS (SELECT 1 FROM held))
                  SELECT (SELECT count(*) FROM lead), (SELECT count(*) FROM finished),
                         (SELECT count(*) FROM ended)",
                 &[
@@ -404,6 +465,7 @@ impl Store {
                     &lead_ids,
                     &hashes,
                     &jobs,
+                    &retry_row,
                 ],
             )
             .await?;
