@@ -70,12 +70,13 @@ pub async fn account(
     connector_id: &str,
     msg: &OutgoingMessage,
 ) -> Result<Outcome, JobError> {
-    let t = tenant(ctx, connector_id).await?;
     let account = object(&msg.message, "account")
         .ok_or_else(|| JobError::Permanent("message has no account object".into()))?;
     let hull_id = account_key(account)
         .ok_or_else(|| JobError::Permanent("account has no id, external_id or domain".into()))?;
     let hull_id = hull_id.as_str();
+    // Hull's echo of our own write-back is skipped before anything is read: whatever the
+    // connector's settings or state, it has nothing to write.
     if !msg.is_export && mapping::changes_only_closeio(msg.message.get("changes")) {
         return Ok(log_skip(
             EntityKind::Account,
@@ -84,6 +85,7 @@ pub async fn account(
             &SkipReason::EchoOnly,
         ));
     }
+    let t = tenant(ctx, connector_id).await?;
     let account_segments = segment_ids(&msg.message, "account_segments");
     if let Err(reason) =
         mapping::filter_account(&t.settings, account, &account_segments, msg.is_export)
@@ -840,11 +842,11 @@ pub async fn user(
     job_id: uuid::Uuid,
     msg: &OutgoingMessage,
 ) -> Result<Outcome, JobError> {
-    let t = tenant(ctx, connector_id).await?;
     let user = object(&msg.message, "user")
         .ok_or_else(|| JobError::Permanent("message has no user object".into()))?;
     let hull_id =
         str_field(user, "id").ok_or_else(|| JobError::Permanent("user has no id".into()))?;
+    // The echo of our own write-back: nothing to read, nothing to write.
     if !msg.is_export && mapping::changes_only_closeio(msg.message.get("changes")) {
         return Ok(log_skip(
             EntityKind::User,
@@ -853,6 +855,7 @@ pub async fn user(
             &SkipReason::EchoOnly,
         ));
     }
+    let t = tenant(ctx, connector_id).await?;
     let account = object(&msg.message, "account").filter(|a| !a.is_empty());
     let user_segments = segment_ids(&msg.message, "segments");
     let account_segments = segment_ids(&msg.message, "account_segments");
