@@ -257,3 +257,55 @@ async fn a_429_seen_by_one_worker_pauses_the_others() {
     assert_eq!(refused_total, 1, "only A's request was refused");
     db.drop_db().await;
 }
+
+/// The deferral lane of a group no request has used yet starts with the fastest spacing
+/// learned for the key's other groups, so that a burst of new work is spread from its first
+/// deferral; with nothing learned for the key, nothing is booked.
+#[tokio::test]
+async fn a_new_groups_lane_starts_with_the_keys_fastest_learned_spacing() {
+    let db = TestDb::create().await.expect("db");
+    let s = worker_store(&db);
+    assert_eq!(
+        s.budget_defer("key_a", "lead-write").await.expect("defer"),
+        Duration::ZERO,
+        "nothing learned for the key: nothing booked"
+    );
+    assert_eq!(
+        s.budget_defer("key_a", "lead-write").await.expect("defer"),
+        Duration::ZERO,
+        "still nothing"
+    );
+    for (group, spacing) in [("search", 300), ("meta", 100)] {
+        s.budget_reserve("key_a", group, Duration::from_millis(1), 1, None)
+            .await
+            .expect("reserve");
+        s.budget_set_spacing("key_a", group, Duration::from_millis(spacing))
+            .await
+            .expect("learn");
+    }
+    let waits: Vec<Duration> = {
+        let mut w = Vec::new();
+        for _ in 0..3 {
+            w.push(s.budget_defer("key_a", "lead-write").await.expect("defer"));
+        }
+        w
+    };
+    assert_eq!(
+        waits[0],
+        Duration::ZERO,
+        "the first deferred job is served first"
+    );
+    for (i, w) in waits.iter().enumerate().skip(1) {
+        let expected = Duration::from_millis(100) * u32::try_from(i).unwrap_or(0);
+        assert!(
+            *w > expected - Duration::from_millis(30) && *w <= expected,
+            "deferral {i} comes back after {w:?}, about {expected:?}"
+        );
+    }
+    // Another key learned nothing: its lane books nothing.
+    assert_eq!(
+        s.budget_defer("key_b", "lead-write").await.expect("defer"),
+        Duration::ZERO
+    );
+    db.drop_db().await;
+}

@@ -111,14 +111,24 @@ impl Store {
     /// Where the next deferred job of (`key_fp`, `group`) should come back: one spacing after
     /// the previous deferred job, and never before the booked slots or a pause end. Returns
     /// how long from now.
+    ///
+    /// A group that has not been used yet has no spacing learned from Close: its lane starts
+    /// with the fastest spacing learned for the key's other groups (a burst of new leads is
+    /// spread from its first deferral instead of all coming back at once). A guess that is
+    /// too fast only brings jobs back early, to be deferred again at the spacing the first
+    /// answers teach; with nothing learned for the key at all, nothing is booked.
     pub async fn budget_defer(&self, key_fp: &str, group: &str) -> Result<Duration, StoreError> {
         let c = self.pool.get().await?;
         let row = c
             .query_opt_p(
-                "UPDATE close_budgets
-                 SET defer_tat = GREATEST(defer_tat, tat, paused_until, clock_timestamp())
-                                 + make_interval(secs => spacing_us / 1e6)
-                 WHERE key_fp = $1 AND grp = $2
+                "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, burst, tat, defer_tat)
+                 SELECT $1, $2, min(spacing_us), 1, clock_timestamp(),
+                        clock_timestamp() + make_interval(secs => min(spacing_us) / 1e6)
+                 FROM close_budgets WHERE key_fp = $1
+                 HAVING count(*) > 0
+                 ON CONFLICT (key_fp, grp) DO UPDATE
+                   SET defer_tat = GREATEST(b.defer_tat, b.tat, b.paused_until, clock_timestamp())
+                                   + make_interval(secs => b.spacing_us / 1e6)
                  RETURNING GREATEST(0, (EXTRACT(EPOCH FROM defer_tat - clock_timestamp()) * 1e6)::bigint
                                        - spacing_us) AS wait_us",
                 &[&key_fp, &group],
