@@ -32,6 +32,28 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// The fenced commit of an entity, as CTEs for one statement (parameters: connector, kind,
+/// Hull id, fence, close id, lead id, body hash): `held` gives the lease up only if it is
+/// still this fence's and has not expired, and `committed` records the sync state only then
+/// (one row when committed, none when the lease was lost). The statement adds its own CTEs
+/// and final `SELECT`.
+macro_rules! fenced_commit {
+    () => {
+        "WITH held AS (
+           DELETE FROM entity_leases
+           WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
+             AND expires_at > clock_timestamp()
+           RETURNING 1),
+         committed AS (
+           INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures, last_error, next_retry_at)
+           SELECT $1, $2, $3, $5, $6, $7, now(), 0, NULL, NULL WHERE EXISTS (SELECT 1 FROM held)
+           ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id, lead_id = EXCLUDED.lead_id,
+             body_hash = EXCLUDED.body_hash, last_success_at = now(), failures = 0, last_error = NULL,
+             next_retry_at = NULL, updated_at = now()
+           RETURNING 1)"
+    };
+}
+
 impl Store {
     /// Claims the lease of an entity for `ttl`; `None` while another job holds it.
     pub async fn claim_entity(
@@ -176,31 +198,25 @@ impl Store {
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
         let saved = c
-        .execute_p(
-            "WITH held AS (
-               DELETE FROM entity_leases
-               WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
-                 AND expires_at > clock_timestamp()
-               RETURNING 1),
-             finished AS (
-               DELETE FROM retries WHERE id = $8 AND EXISTS (SELECT 1 FROM held))
-             INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures, last_error, next_retry_at)
-             SELECT $1, $2, $3, $5, $6, $7, now(), 0, NULL, NULL WHERE EXISTS (SELECT 1 FROM held)
-             ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id, lead_id = EXCLUDED.lead_id,
-               body_hash = EXCLUDED.body_hash, last_success_at = now(), failures = 0, last_error = NULL,
-               next_retry_at = NULL, updated_at = now()",
-            &[
-                &lease.connector_id,
-                &lease.kind.as_str(),
-                &lease.hull_id,
-                &lease.fence,
-                &state.close_id,
-                &state.lead_id,
-                &state.body_hash,
-                &retry_row,
-            ],
-        )
-        .await?;
+            .execute_p(
+                concat!(
+                    fenced_commit!(),
+                    ", finished AS (
+                       DELETE FROM retries WHERE id = $8 AND EXISTS (SELECT 1 FROM held))
+                     SELECT 1 FROM committed"
+                ),
+                &[
+                    &lease.connector_id,
+                    &lease.kind.as_str(),
+                    &lease.hull_id,
+                    &lease.fence,
+                    &state.close_id,
+                    &state.lead_id,
+                    &state.body_hash,
+                    &retry_row,
+                ],
+            )
+            .await?;
         if saved != 1 {
             return Err(StoreError::LeaseLost {
                 entity: format!("{}/{}", lease.kind.as_str(), lease.hull_id),

@@ -21,6 +21,7 @@ mod prepared;
 use prepared::Prepared;
 mod budget;
 pub use budget::Reservation;
+#[macro_use]
 mod lease;
 pub use lease::EntityLease;
 mod pending;

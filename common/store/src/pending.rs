@@ -416,18 +416,9 @@ impl Store {
         let c = self.pool.get().await?;
         let row = c
             .query_one_p(
-                "WITH held AS (
-                   DELETE FROM entity_leases
-                   WHERE connector_id = $1 AND kind = $2 AND hull_id = $3 AND fence = $4
-                     AND expires_at > clock_timestamp()
-                   RETURNING 1),
-                 lead AS (
-                   INSERT INTO sync_state (connector_id, kind, hull_id, close_id, lead_id, body_hash, last_success_at, failures, last_error, next_retry_at)
-                   SELECT $1, $2, $3, $5, $6, $7, now(), 0, NULL, NULL WHERE EXISTS (SELECT 1 FROM held)
-                   ON CONFLICT (connector_id, kind, hull_id) DO UPDATE SET close_id = EXCLUDED.close_id, lead_id = EXCLUDED.lead_id,
-                     body_hash = EXCLUDED.body_hash, last_success_at = now(), failures = 0, last_error = NULL,
-                     next_retry_at = NULL, updated_at = now()
-                   RETURNING 1),
+                concat!(
+                    fenced_commit!(),
+                    ",
                  n AS (
                    SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::uuid[])
                      AS n(user_id, close_id, lead_id, body_hash, job_id)),
@@ -450,8 +441,9 @@ impl Store {
                    RETURNING 1),
                  own AS (
                    DELETE FROM retries WHERE id = $13 AND EXISTS (SELECT 1 FROM held))
-                 SELECT (SELECT count(*) FROM lead), (SELECT count(*) FROM finished),
-                        (SELECT count(*) FROM ended)",
+                 SELECT (SELECT count(*) FROM committed), (SELECT count(*) FROM finished),
+                        (SELECT count(*) FROM ended)"
+                ),
                 &[
                     &lease.connector_id,
                     &lease.kind.as_str(),
