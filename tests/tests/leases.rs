@@ -518,3 +518,114 @@ async fn a_gathered_users_job_is_finished_by_its_leads_commit() {
     drop(c);
     db.drop_db().await;
 }
+
+/// The first reads of several jobs answered by one statement: each gets its own entity's
+/// answer, in the order asked, whatever the others hold (a leased entity, one never synced, a
+/// user whose account has a lead, one whose account has none).
+#[tokio::test]
+async fn first_reads_of_several_jobs_are_each_answered_in_one_statement() {
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let (a, b) = (worker_store(&db), worker_store(&db));
+    let ttl = Duration::from_secs(30);
+    let account = a
+        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    a.commit_entity(&account, &state("lead_1"))
+        .await
+        .expect("commit");
+    let contact = a
+        .claim_entity("c1", EntityKind::User, "usr_1", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    let mut recorded = state("cont_1");
+    recorded.lead_id = Some("lead_1".into());
+    a.commit_entity(&contact, &recorded).await.expect("commit");
+    let _held = a
+        .claim_entity("c1", EntityKind::User, "usr_2", ttl)
+        .await
+        .expect("claim")
+        .expect("free");
+    let read = |kind, id: &str, account: Option<&str>| store::FirstRead {
+        connector_id: "c1".into(),
+        kind,
+        hull_id: id.into(),
+        account_key: account.map(str::to_string),
+    };
+    let answers = b
+        .first_reads(&[
+            read(EntityKind::User, "usr_1", Some("acc_1")),
+            read(EntityKind::Account, "acc_2", None),
+            read(EntityKind::User, "usr_2", Some("acc_1")),
+            read(EntityKind::Account, "acc_1", None),
+            read(EntityKind::User, "usr_3", Some("acc_2")),
+        ])
+        .await
+        .expect("reads");
+    let answer = |state, lead: Option<&str>| store::FirstAnswer {
+        state,
+        account_lead: lead.map(str::to_string),
+    };
+    assert_eq!(
+        answers,
+        vec![
+            answer(Some(recorded), Some("lead_1")),
+            answer(Some(SyncState::default()), None),
+            answer(None, Some("lead_1")),
+            answer(Some(state("lead_1")), None),
+            answer(Some(SyncState::default()), None),
+        ]
+    );
+    assert_eq!(b.first_reads(&[]).await.expect("none"), vec![]);
+    db.drop_db().await;
+}
+
+/// The worker's shared first reads: jobs that read at the same time each get their own
+/// entity's answer, whether their reads shared a statement or not.
+#[tokio::test]
+async fn concurrent_jobs_sharing_first_reads_each_get_their_own_answer() {
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let s = worker_store(&db);
+    let ttl = Duration::from_secs(30);
+    for i in 0..20 {
+        let lease = s
+            .claim_entity("c1", EntityKind::Account, &format!("acc_{i}"), ttl)
+            .await
+            .expect("claim")
+            .expect("free");
+        s.commit_entity(&lease, &state(&format!("lead_{i}")))
+            .await
+            .expect("commit");
+    }
+    let reads = worker::first_reads::FirstReads::spawn(s.clone());
+    let answers = futures::future::join_all((0..40).map(|i| {
+        let reads = reads.clone();
+        async move {
+            let (contact, lead) = reads
+                .contact_state_and_lead("c1", &format!("usr_{i}"), &format!("acc_{i}"))
+                .await
+                .expect("read");
+            let account = reads
+                .state_unless_leased("c1", EntityKind::Account, &format!("acc_{i}"))
+                .await
+                .expect("read");
+            (i, contact, lead, account)
+        }
+    }))
+    .await;
+    for (i, contact, lead, account) in answers {
+        assert_eq!(contact, Some(SyncState::default()), "usr_{i}");
+        if i < 20 {
+            assert_eq!(lead, Some(format!("lead_{i}")), "usr_{i}");
+            assert_eq!(account, Some(state(&format!("lead_{i}"))), "acc_{i}");
+        } else {
+            assert_eq!(lead, None, "usr_{i}");
+            assert_eq!(account, Some(SyncState::default()), "acc_{i}");
+        }
+    }
+    db.drop_db().await;
+}

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod fairness;
 pub mod firehose_sink;
+pub mod first_reads;
 pub mod incoming;
 pub mod lease;
 pub mod lookups;
@@ -163,6 +164,8 @@ pub struct Ctx {
     pub metadata: common::metadata::MetadataCache,
     /// Configuration.
     pub cfg: WorkerConfig,
+    /// The outgoing jobs' first reads (sync state, a user's lead), shared by concurrent jobs.
+    pub first_reads: first_reads::FirstReads,
     /// Lead lookups shared by concurrent jobs.
     pub lookups: lookups::LeadLookups,
     /// Lookups of new leads made in the background while they gather.
@@ -313,6 +316,7 @@ impl Worker {
             cfg.firehose_batch,
             cfg.firehose_linger,
         );
+        let first_reads = first_reads::FirstReads::spawn(store.clone());
         let lookups = lookups::LeadLookups::new(close.clone(), cfg.lookup_linger);
         let early_lookups =
             lookups::EarlyLookups::spawn(lookups.clone(), store.clone(), cfg.lookup_linger);
@@ -324,6 +328,7 @@ impl Worker {
                 hull,
                 firehose,
                 metadata: common::metadata::MetadataCache::new(),
+                first_reads,
                 lookups,
                 early_lookups,
                 cfg,

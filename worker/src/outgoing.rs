@@ -247,7 +247,7 @@ impl Target<'_> {
 
 /// Creates or updates the Close object of an entity, writes Close's answer back to Hull, and
 /// records the sync state. Returns the outcome and the Close id. `seen` is the entity's state
-/// as [`common::store::Store::state_unless_leased`] read it, if the job read it already.
+/// as [`common::store::Store::state_unless_leased`] reads it, if the job read it already.
 /// `last`: this write is the job's last (its own entity), so its commit also clears the job's
 /// `retries` row (see [`crate::take_retry_row`]).
 async fn sync(
@@ -278,7 +278,11 @@ async fn sync(
         {
             None
         }
-        None => ctx.store.state_unless_leased(cid, kind, hull_id).await?,
+        None => {
+            ctx.first_reads
+                .state_unless_leased(cid, kind, hull_id)
+                .await?
+        }
     };
     if let Some(state) = seen {
         if let Some(id) = unchanged_id(&state, &hash, target.lead_id()) {
@@ -885,7 +889,7 @@ pub async fn user(
     let (contact, lead) = match &key {
         Some(key) => {
             let (contact, lead) = ctx
-                .store
+                .first_reads
                 .contact_state_and_lead(connector_id, hull_id, key)
                 .await?;
             (Some(contact), Some(lead))

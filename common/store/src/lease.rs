@@ -15,6 +15,30 @@ use uuid::Uuid;
 use crate::prepared::Prepared;
 use crate::{Store, StoreError, SyncState};
 
+/// What an outgoing job reads first, before anything else about its entity: its sync state
+/// unless another job holds its lease, and for a user its account's lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstRead {
+    /// The connector.
+    pub connector_id: String,
+    /// The entity's kind.
+    pub kind: EntityKind,
+    /// The entity's sync-state key.
+    pub hull_id: String,
+    /// For a user: its account's sync-state key, whose lead id is read too.
+    pub account_key: Option<String>,
+}
+
+/// The answer to a [`FirstRead`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirstAnswer {
+    /// The entity's sync state (empty when nothing is recorded); `None` while a lease on it is
+    /// held.
+    pub state: Option<SyncState>,
+    /// The lead id recorded for the account asked about, if any.
+    pub account_lead: Option<String>,
+}
+
 /// A claimed lease on one entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityLease {
@@ -125,55 +149,99 @@ impl Store {
         Ok(())
     }
 
-    /// The sync state of an entity if nobody holds its lease, in one statement (one snapshot:
-    /// a fenced commit gives the lease up and writes the state together, so this never sees
-    /// the lease gone without the state it wrote); `None` while a lease is held. A job whose
-    /// body matches this state has nothing to write and needs no lease: reading it is as if
-    /// the job had claimed and released the lease at that instant.
+    /// The sync state of an entity if nobody holds its lease (one snapshot: a fenced commit
+    /// gives the lease up and writes the state together, so this never sees the lease gone
+    /// without the state it wrote); `None` while a lease is held. A job whose body matches
+    /// this state has nothing to write and needs no lease: reading it is as if the job had
+    /// claimed and released the lease at that instant. (One [`Store::first_reads`].)
     pub async fn state_unless_leased(
         &self,
         connector_id: &str,
         kind: EntityKind,
         hull_id: &str,
     ) -> Result<Option<SyncState>, StoreError> {
-        let c = self.pool.get().await?;
-        let row = c
-            .query_one_p(
-                "SELECT s.close_id, s.lead_id, s.body_hash, s.failures,
-                        EXISTS (SELECT 1 FROM entity_leases l
-                                WHERE l.connector_id = $1 AND l.kind = $2 AND l.hull_id = $3
-                                  AND l.expires_at > clock_timestamp())
-                 FROM (SELECT 1) AS one
-                 LEFT JOIN sync_state s ON s.connector_id = $1 AND s.kind = $2 AND s.hull_id = $3",
-                &[&connector_id, &kind.as_str(), &hull_id],
-            )
-            .await?;
-        Ok(unless_leased(&row))
+        let read = FirstRead {
+            connector_id: connector_id.to_owned(),
+            kind,
+            hull_id: hull_id.to_owned(),
+            account_key: None,
+        };
+        Ok(self.first_read(read).await?.state)
     }
 
-    /// What a user's job reads first, in one statement: the lead id recorded for its account
-    /// (`account_key`) and its contact's sync state as [`Store::state_unless_leased`] reads it.
+    /// What a user's job reads first: the lead id recorded for its account (`account_key`)
+    /// and its contact's sync state as [`Store::state_unless_leased`] reads it. (One
+    /// [`Store::first_reads`].)
     pub async fn contact_state_and_lead(
         &self,
         connector_id: &str,
         user_id: &str,
         account_key: &str,
     ) -> Result<(Option<SyncState>, Option<String>), StoreError> {
+        let read = FirstRead {
+            connector_id: connector_id.to_owned(),
+            kind: EntityKind::User,
+            hull_id: user_id.to_owned(),
+            account_key: Some(account_key.to_owned()),
+        };
+        let answer = self.first_read(read).await?;
+        Ok((answer.state, answer.account_lead))
+    }
+
+    async fn first_read(&self, read: FirstRead) -> Result<FirstAnswer, StoreError> {
+        let mut answers = self.first_reads(std::slice::from_ref(&read)).await?;
+        answers
+            .pop()
+            .ok_or_else(|| StoreError::Batch("the first read returned no row".into()))
+    }
+
+    /// The first reads of several jobs in one statement, answered in the order asked (see
+    /// [`FirstRead`]). Each entity's state and its account's lead are found through the
+    /// primary key of `sync_state`, one probe per read (the subqueries are `LATERAL ...
+    /// LIMIT 1`, which the planner cannot turn into a join over the whole table, whatever its
+    /// statistics say).
+    pub async fn first_reads(&self, reads: &[FirstRead]) -> Result<Vec<FirstAnswer>, StoreError> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let connectors: Vec<&str> = reads.iter().map(|r| r.connector_id.as_str()).collect();
+        let kinds: Vec<&str> = reads.iter().map(|r| r.kind.as_str()).collect();
+        let ids: Vec<&str> = reads.iter().map(|r| r.hull_id.as_str()).collect();
+        let accounts: Vec<Option<&str>> = reads.iter().map(|r| r.account_key.as_deref()).collect();
         let c = self.pool.get().await?;
-        let row = c
-            .query_one_p(
+        let rows = c
+            .query_p(
                 "SELECT s.close_id, s.lead_id, s.body_hash, s.failures,
                         EXISTS (SELECT 1 FROM entity_leases l
-                                WHERE l.connector_id = $1 AND l.kind = 'user' AND l.hull_id = $2
+                                WHERE l.connector_id = r.cid AND l.kind = r.kind AND l.hull_id = r.hull_id
                                   AND l.expires_at > clock_timestamp()),
                         a.close_id
-                 FROM (SELECT 1) AS one
-                 LEFT JOIN sync_state s ON s.connector_id = $1 AND s.kind = 'user' AND s.hull_id = $2
-                 LEFT JOIN sync_state a ON a.connector_id = $1 AND a.kind = 'account' AND a.hull_id = $3",
-                &[&connector_id, &user_id, &account_key],
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                      WITH ORDINALITY AS r(cid, kind, hull_id, account_key, i)
+                 LEFT JOIN LATERAL (SELECT close_id, lead_id, body_hash, failures FROM sync_state
+                                    WHERE connector_id = r.cid AND kind = r.kind AND hull_id = r.hull_id
+                                    LIMIT 1) s ON true
+                 LEFT JOIN LATERAL (SELECT close_id FROM sync_state
+                                    WHERE connector_id = r.cid AND kind = 'account' AND hull_id = r.account_key
+                                    LIMIT 1) a ON true
+                 ORDER BY r.i",
+                &[&connectors, &kinds, &ids, &accounts],
             )
             .await?;
-        Ok((unless_leased(&row), row.get(5)))
+        if rows.len() != reads.len() {
+            return Err(StoreError::Batch(format!(
+                "{} first reads answered with {} rows",
+                reads.len(),
+                rows.len()
+            )));
+        }
+        Ok(rows
+            .iter()
+            .map(|row| FirstAnswer {
+                state: unless_leased(row),
+                account_lead: row.get(5),
+            })
+            .collect())
     }
 
     /// Records a successful write and releases the lease, in one statement, only if

@@ -23,7 +23,7 @@ mod budget;
 pub use budget::Reservation;
 #[macro_use]
 mod lease;
-pub use lease::EntityLease;
+pub use lease::{EntityLease, FirstAnswer, FirstRead};
 mod pending;
 pub use pending::{Claim, Gathering, Joined, LeadLookupNote, NestedContact, PendingContact};
 mod incoming;
@@ -59,6 +59,9 @@ pub enum StoreError {
     /// A stored secret cannot be decrypted.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// A statement shared by several callers failed (each of them gets its message).
+    #[error("{0}")]
+    Batch(String),
     /// This job's lease on an entity expired and was taken over: it must not commit (the job
     /// is retried and repairs by lookup).
     #[error("the lease on {entity} was lost (expired); nothing was committed")]
