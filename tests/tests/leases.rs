@@ -44,6 +44,20 @@ async fn close_id_of(s: &Store) -> Option<String> {
         .close_id
 }
 
+/// A's 30-second lease on an entity that nobody holds.
+async fn hold(s: &Store, kind: EntityKind, id: &str) -> store::EntityLease {
+    s.claim_entity("c1", kind, id, Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .expect("free")
+}
+
+/// Records `recorded` as the entity's state, as a job's fenced commit does.
+async fn synced(s: &Store, kind: EntityKind, id: &str, recorded: &SyncState) {
+    let lease = hold(s, kind, id).await;
+    s.commit_entity(&lease, recorded).await.expect("commit");
+}
+
 #[tokio::test]
 async fn one_holder_at_a_time_and_an_expired_lease_cannot_commit() {
     let db = TestDb::create().await.expect("db");
@@ -200,7 +214,6 @@ async fn a_users_first_read_gives_its_accounts_lead_and_its_unleased_contact() {
     let db = TestDb::create().await.expect("db");
     connector(&db).await;
     let (a, b) = (worker_store(&db), worker_store(&db));
-    let ttl = Duration::from_secs(30);
     let read = |s: &Store| {
         let s = s.clone();
         async move {
@@ -211,19 +224,8 @@ async fn a_users_first_read_gives_its_accounts_lead_and_its_unleased_contact() {
     };
     // Nothing recorded: no lead, an empty contact state.
     assert_eq!(read(&b).await, (Some(SyncState::default()), None));
-    let account = a
-        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
-        .await
-        .expect("claim")
-        .expect("free");
-    a.commit_entity(&account, &state("lead_1"))
-        .await
-        .expect("commit");
-    let contact = a
-        .claim_entity("c1", EntityKind::User, "usr_1", ttl)
-        .await
-        .expect("claim")
-        .expect("free");
+    synced(&a, EntityKind::Account, "acc_1", &state("lead_1")).await;
+    let contact = hold(&a, EntityKind::User, "usr_1").await;
     assert_eq!(
         read(&b).await,
         (None, Some("lead_1".into())),
@@ -527,28 +529,11 @@ async fn first_reads_of_several_jobs_are_each_answered_in_one_statement() {
     let db = TestDb::create().await.expect("db");
     connector(&db).await;
     let (a, b) = (worker_store(&db), worker_store(&db));
-    let ttl = Duration::from_secs(30);
-    let account = a
-        .claim_entity("c1", EntityKind::Account, "acc_1", ttl)
-        .await
-        .expect("claim")
-        .expect("free");
-    a.commit_entity(&account, &state("lead_1"))
-        .await
-        .expect("commit");
-    let contact = a
-        .claim_entity("c1", EntityKind::User, "usr_1", ttl)
-        .await
-        .expect("claim")
-        .expect("free");
+    synced(&a, EntityKind::Account, "acc_1", &state("lead_1")).await;
     let mut recorded = state("cont_1");
     recorded.lead_id = Some("lead_1".into());
-    a.commit_entity(&contact, &recorded).await.expect("commit");
-    let _held = a
-        .claim_entity("c1", EntityKind::User, "usr_2", ttl)
-        .await
-        .expect("claim")
-        .expect("free");
+    synced(&a, EntityKind::User, "usr_1", &recorded).await;
+    let _held = hold(&a, EntityKind::User, "usr_2").await;
     let read = |kind, id: &str, account: Option<&str>| store::FirstRead {
         connector_id: "c1".into(),
         kind,
@@ -590,30 +575,20 @@ async fn concurrent_jobs_sharing_first_reads_each_get_their_own_answer() {
     let db = TestDb::create().await.expect("db");
     connector(&db).await;
     let s = worker_store(&db);
-    let ttl = Duration::from_secs(30);
     for i in 0..20 {
-        let lease = s
-            .claim_entity("c1", EntityKind::Account, &format!("acc_{i}"), ttl)
-            .await
-            .expect("claim")
-            .expect("free");
-        s.commit_entity(&lease, &state(&format!("lead_{i}")))
-            .await
-            .expect("commit");
+        let lead = state(&format!("lead_{i}"));
+        synced(&s, EntityKind::Account, &format!("acc_{i}"), &lead).await;
     }
     let reads = worker::first_reads::FirstReads::spawn(s.clone());
     let answers = futures::future::join_all((0..40).map(|i| {
         let reads = reads.clone();
         async move {
-            let (contact, lead) = reads
-                .contact_state_and_lead("c1", &format!("usr_{i}"), &format!("acc_{i}"))
-                .await
-                .expect("read");
-            let account = reads
-                .state_unless_leased("c1", EntityKind::Account, &format!("acc_{i}"))
-                .await
-                .expect("read");
-            (i, contact, lead, account)
+            let user =
+                store::FirstRead::user_and_lead("c1", &format!("usr_{i}"), &format!("acc_{i}"));
+            let user = reads.read(user).await.expect("read");
+            let account = store::FirstRead::entity("c1", EntityKind::Account, &format!("acc_{i}"));
+            let account = reads.read(account).await.expect("read");
+            (i, user.state, user.account_lead, account.state)
         }
     }))
     .await;

@@ -14,8 +14,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use common::jobs::EntityKind;
-use common::store::{FirstAnswer, FirstRead, Store, StoreError, SyncState};
+use common::store::{FirstAnswer, FirstRead, Store, StoreError};
 
 /// Most reads in one statement.
 const MAX_BATCH: usize = 128;
@@ -39,45 +38,9 @@ impl FirstReads {
         FirstReads { tx }
     }
 
-    /// The sync state of an entity unless its lease is held (see
-    /// [`Store::state_unless_leased`]).
-    pub async fn state_unless_leased(
-        &self,
-        connector_id: &str,
-        kind: EntityKind,
-        hull_id: &str,
-    ) -> Result<Option<SyncState>, StoreError> {
-        let answer = self
-            .read(FirstRead {
-                connector_id: connector_id.to_owned(),
-                kind,
-                hull_id: hull_id.to_owned(),
-                account_key: None,
-            })
-            .await?;
-        Ok(answer.state)
-    }
-
-    /// A user's contact state unless leased, and its account's lead (see
-    /// [`Store::contact_state_and_lead`]).
-    pub async fn contact_state_and_lead(
-        &self,
-        connector_id: &str,
-        user_id: &str,
-        account_key: &str,
-    ) -> Result<(Option<SyncState>, Option<String>), StoreError> {
-        let answer = self
-            .read(FirstRead {
-                connector_id: connector_id.to_owned(),
-                kind: EntityKind::User,
-                hull_id: user_id.to_owned(),
-                account_key: Some(account_key.to_owned()),
-            })
-            .await?;
-        Ok((answer.state, answer.account_lead))
-    }
-
-    async fn read(&self, read: FirstRead) -> Result<FirstAnswer, StoreError> {
+    /// Reads `read` with the reads of the other jobs in flight (see
+    /// [`Store::state_unless_leased`] and [`Store::contact_state_and_lead`] for what is read).
+    pub async fn read(&self, read: FirstRead) -> Result<FirstAnswer, StoreError> {
         let stopped = || StoreError::Batch("the shared first reads have stopped".into());
         let (answer, wait) = oneshot::channel();
         self.tx

@@ -280,8 +280,9 @@ async fn sync(
         }
         None => {
             ctx.first_reads
-                .state_unless_leased(cid, kind, hull_id)
+                .read(store::FirstRead::entity(cid, kind, hull_id))
                 .await?
+                .state
         }
     };
     if let Some(state) = seen {
@@ -888,11 +889,9 @@ pub async fn user(
     let key = account_key(account);
     let (contact, lead) = match &key {
         Some(key) => {
-            let (contact, lead) = ctx
-                .first_reads
-                .contact_state_and_lead(connector_id, hull_id, key)
-                .await?;
-            (Some(contact), Some(lead))
+            let read = store::FirstRead::user_and_lead(connector_id, hull_id, key);
+            let answer = ctx.first_reads.read(read).await?;
+            (Some(answer.state), Some(answer.account_lead))
         }
         None => (None, None),
     };

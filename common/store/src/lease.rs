@@ -29,6 +29,26 @@ pub struct FirstRead {
     pub account_key: Option<String>,
 }
 
+impl FirstRead {
+    /// An entity's state, unless its lease is held.
+    pub fn entity(connector_id: &str, kind: EntityKind, hull_id: &str) -> FirstRead {
+        FirstRead {
+            connector_id: connector_id.to_owned(),
+            kind,
+            hull_id: hull_id.to_owned(),
+            account_key: None,
+        }
+    }
+
+    /// A user's contact state, unless its lease is held, and its account's lead.
+    pub fn user_and_lead(connector_id: &str, user_id: &str, account_key: &str) -> FirstRead {
+        FirstRead {
+            account_key: Some(account_key.to_owned()),
+            ..FirstRead::entity(connector_id, EntityKind::User, user_id)
+        }
+    }
+}
+
 /// The answer to a [`FirstRead`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FirstAnswer {
@@ -160,12 +180,7 @@ impl Store {
         kind: EntityKind,
         hull_id: &str,
     ) -> Result<Option<SyncState>, StoreError> {
-        let read = FirstRead {
-            connector_id: connector_id.to_owned(),
-            kind,
-            hull_id: hull_id.to_owned(),
-            account_key: None,
-        };
+        let read = FirstRead::entity(connector_id, kind, hull_id);
         Ok(self.first_read(read).await?.state)
     }
 
@@ -178,12 +193,7 @@ impl Store {
         user_id: &str,
         account_key: &str,
     ) -> Result<(Option<SyncState>, Option<String>), StoreError> {
-        let read = FirstRead {
-            connector_id: connector_id.to_owned(),
-            kind: EntityKind::User,
-            hull_id: user_id.to_owned(),
-            account_key: Some(account_key.to_owned()),
-        };
+        let read = FirstRead::user_and_lead(connector_id, user_id, account_key);
         let answer = self.first_read(read).await?;
         Ok((answer.state, answer.account_lead))
     }
