@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use rand::Rng;
 use tokio::task::JoinSet;
@@ -614,11 +614,7 @@ impl Worker {
             }
         };
         match outcome {
-            Ok(_) => {
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                    tracing::warn!(error = %e, "ack failed; the job will be redelivered (it is idempotent)");
-                }
-            }
+            Ok(_) => ack_without_waiting(&delivery),
             Err(e) => {
                 tracing::error!(error = %e, "could not record the job's outcome; returning it to the queue");
                 // Every requeue counts against the broker's delivery limit: hold the message
@@ -759,6 +755,16 @@ impl Worker {
         }
         let _ = conn.close(200, "bye".into()).await;
         result
+    }
+}
+
+/// Acknowledges a finished job's delivery without waiting for lapin's I/O thread to have sent
+/// the frame: the ack is queued at once (in order, before anything the channel does next), and
+/// the job is done either way — an ack that never reaches the broker only redelivers an
+/// idempotent job. Waiting cost every job a wake-up from that thread.
+fn ack_without_waiting(delivery: &lapin::message::Delivery) {
+    if let Some(Err(e)) = delivery.ack(BasicAckOptions::default()).now_or_never() {
+        tracing::warn!(error = %e, "ack failed; the job will be redelivered (it is idempotent)");
     }
 }
 
