@@ -385,4 +385,5 @@ async fn fetch_requests_a_fetch_that_the_progress_shows() {
     let unknown = ctl(&f, KEY_A, &["fetch", "000000000000000000000000"]).await;
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no connector"));
+    f.cleanup().await;
 }
