@@ -107,7 +107,9 @@ impl Gauge {
         }
     }
 
-    /// The current depth (`None` when the broker cannot tell).
+    /// The current depth in jobs (`None` when the broker cannot tell): the queue's messages
+    /// times the jobs a message of this process carries on average (a notification's jobs
+    /// travel in bundles, see `jobs::bundle_messages`).
     pub async fn depth(&self) -> Option<u32> {
         let mut cached = self.depth.lock().await;
         if let Some((at, depth)) = *cached {
@@ -116,7 +118,13 @@ impl Gauge {
             }
         }
         let name = self.queue.topology().queue(QueueKind::Outgoing);
-        let depth = self.queue.depth(&name).await.ok();
+        let per_message = self.queue.jobs_per_message();
+        let depth = self
+            .queue
+            .depth(&name)
+            .await
+            .ok()
+            .map(|messages| (f64::from(messages) * per_message).round() as u32);
         if let Some(d) = depth {
             metrics::gauge!("ingest_outgoing_queue_depth").set(f64::from(d));
         }

@@ -83,7 +83,12 @@ async fn a_correctly_signed_notification_is_accepted_and_enqueued() {
     let (status, answer) = post_signed(&env, &body, None, None).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["flow_control"]["type"], "next");
-    assert_eq!(env.depth(QueueKind::Outgoing).await.unwrap(), 2);
+    assert_eq!(
+        env.depth(QueueKind::Outgoing).await.unwrap(),
+        1,
+        "a notification's jobs travel in one message"
+    );
+    assert_eq!(env.drain().await.unwrap(), 2, "two jobs");
     env.cleanup().await;
 }
 

@@ -215,6 +215,87 @@ async fn an_unreadable_job_is_recorded_as_a_dead_letter() {
     env.cleanup().await;
 }
 
+/// Records the test's connector with its default settings, as its first notification would.
+async fn record_connector(env: &TestEnv) {
+    env.store()
+        .expect("store")
+        .upsert_connector(
+            CONNECTOR_ID,
+            &env.hull.organization(),
+            harness::CONNECTOR_SECRET,
+            &harness::default_settings(),
+        )
+        .await
+        .expect("record");
+}
+
+#[tokio::test]
+async fn an_unreadable_job_in_a_bundle_is_a_dead_letter_and_the_others_run() {
+    let env = TestEnv::start(EnvOptions::default()).await.expect("env");
+    record_connector(&env).await;
+    let q = Queue::lazy(&harness::amqp_url(), &env.prefix);
+    let outgoing = q.topology().queue(QueueKind::Outgoing);
+    let (a, b) = (account_job("a1", "acme.com"), account_job("a2", "beta.com"));
+    let bundle = format!(
+        r#"[{},{{"connector_id":"{CONNECTOR_ID}","job":{{"type":"from_the_future"}}}},{}]"#,
+        String::from_utf8(a.to_bytes()).expect("utf-8"),
+        String::from_utf8(b.to_bytes()).expect("utf-8"),
+    );
+    publish_raw(&env, &outgoing, bundle.as_bytes(), FieldTable::default()).await;
+    assert_eq!(env.drain().await.expect("drain"), 3);
+    assert_eq!(env.depth(QueueKind::Outgoing).await.expect("depth"), 0);
+    let mut names: Vec<String> = env
+        .close
+        .leads()
+        .iter()
+        .filter_map(|l| l["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["acme.com", "beta.com"], "both readable jobs ran");
+    let dead = env
+        .store()
+        .expect("store")
+        .dead_letters(None, Some("unreadable"), None, false, 10)
+        .await
+        .expect("dlq");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].envelope["raw"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("from_the_future"));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_bundle_is_split_into_messages_of_one_job() {
+    let env = TestEnv::start(EnvOptions::default()).await.expect("env");
+    record_connector(&env).await;
+    let q = Queue::lazy(&harness::amqp_url(), &env.prefix);
+    let jobs = [account_job("a1", "acme.com"), account_job("a2", "beta.com")];
+    q.publish_all(&jobs).await.expect("publish");
+    assert_eq!(
+        env.depth(QueueKind::Outgoing).await.expect("depth"),
+        1,
+        "the two jobs travel in one message"
+    );
+    // A worker takes the bundle and dies before acknowledging it: the broker redelivers it.
+    let conn = q.open_connection().await.expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let taken = q
+        .get(&ch, QueueKind::Outgoing)
+        .await
+        .expect("get")
+        .expect("the bundle");
+    assert!(!taken.redelivered);
+    let _ = conn.close(200, "a worker died".into()).await;
+    // The bundle is split (its two jobs counted once for the split, once when each runs on
+    // its own), and each job syncs its account once.
+    assert_eq!(env.drain().await.expect("drain"), 4);
+    assert_eq!(env.depth(QueueKind::Outgoing).await.expect("depth"), 0);
+    assert_eq!(env.close.leads().len(), 2);
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn the_brokers_dead_letters_are_imported_with_their_queued_retry_rows() {
     let env = TestEnv::start(EnvOptions {

@@ -84,6 +84,7 @@ async fn post_signed(env: &TestEnv, body: &Value) -> (u16, Value) {
     .await
 }
 
+/// Messages in the outgoing queue: a notification's jobs travel in one message (a bundle).
 async fn outgoing(env: &TestEnv) -> u32 {
     env.depth(QueueKind::Outgoing).await.expect("depth")
 }
@@ -205,7 +206,7 @@ async fn a_replayed_notification_is_a_no_op_answered_200() {
     );
     let (status, answer) = post_signed(&env, &body).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(outgoing(&env).await, 2);
+    assert_eq!(outgoing(&env).await, 1, "two jobs in one message");
     for _ in 0..3 {
         let (status, answer) = post_signed(&env, &body).await;
         assert_eq!(status, 200, "{answer}");
@@ -213,9 +214,10 @@ async fn a_replayed_notification_is_a_no_op_answered_200() {
     }
     assert_eq!(
         outgoing(&env).await,
-        2,
+        1,
         "Hull's retries must not enqueue twice"
     );
+    assert_eq!(env.drain().await.expect("drain"), 2, "the two jobs, once");
     env.cleanup().await;
 }
 
@@ -598,7 +600,7 @@ async fn one_bad_message_is_dead_lettered_and_the_others_sync() {
     let (status, answer) = post_signed(&env, &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["flow_control"]["type"], "next");
-    assert_eq!(outgoing(&env).await, 2);
+    assert_eq!(outgoing(&env).await, 1, "the two good jobs in one message");
     let store = env.store().expect("store");
     let dead = store
         .dead_letters(Some(CONNECTOR_ID), None, None, false, 10)
@@ -931,10 +933,10 @@ async fn flow_control_slows_hull_down_and_refuses_above_the_hard_limit() {
     assert_eq!(answer["flow_control"]["type"], "retry");
     assert_eq!(
         outgoing(&env).await,
-        4,
-        "nothing enqueued above the hard limit"
+        2,
+        "nothing enqueued above the hard limit: two messages of two jobs each"
     );
-    env.drain().await.expect("drain");
+    assert_eq!(env.drain().await.expect("drain"), 4, "four jobs");
     let (status, _) = post_signed(&env, &send(["a5", "a6"])).await;
     assert_eq!(status, 200, "accepted again once the queue drained");
     env.cleanup().await;

@@ -32,7 +32,7 @@ use common::clients::Clients;
 use common::closeio::{CloseClient, CloseError};
 use common::error::{Classify, ErrorClass};
 use common::hull::{HullClient, HullError};
-use common::jobs::{Envelope, Job, QueueKind};
+use common::jobs::{Delivered, Envelope, Job, QueueKind};
 use common::metadata::MetadataError;
 use common::queue::{Queue, QueueError};
 use common::store::{Store, StoreError};
@@ -172,6 +172,9 @@ pub struct Ctx {
     pub early_lookups: lookups::EarlyLookups,
     /// Jobs in flight in this process (mirrors the `worker_jobs_in_flight` gauge).
     pub in_flight: Arc<std::sync::atomic::AtomicI64>,
+    /// One permit per job that may run at once (`WORKER_CONCURRENCY`), whether the jobs came
+    /// one per message or bundled.
+    pub job_slots: Arc<tokio::sync::Semaphore>,
     /// The tenants loaded, per settings version.
     pub tenants: tenant::TenantCache,
 }
@@ -331,6 +334,7 @@ impl Worker {
                 first_reads,
                 lookups,
                 early_lookups,
+                job_slots: Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1))),
                 cfg,
                 in_flight: Arc::new(std::sync::atomic::AtomicI64::new(0)),
                 tenants: tenant::TenantCache::default(),
@@ -347,6 +351,10 @@ impl Worker {
     /// what must be recorded (retry, parking, dead letter). An `Err` means even that failed
     /// (database or broker down): the message must go back to the queue.
     pub async fn handle(&self, env: Envelope) -> Result<Disposition, JobError> {
+        self.handle_ref(&env).await
+    }
+
+    async fn handle_ref(&self, env: &Envelope) -> Result<Disposition, JobError> {
         let row = std::cell::Cell::new(env.from_retries.then_some(env.id));
         let scoped = RETRY_ROW.scope(row, self.handle_scoped(env));
         let scoped = FAILED_BODY.scope(Default::default(), scoped);
@@ -355,7 +363,7 @@ impl Worker {
             .await
     }
 
-    async fn handle_scoped(&self, env: Envelope) -> Result<Disposition, JobError> {
+    async fn handle_scoped(&self, env: &Envelope) -> Result<Disposition, JobError> {
         let start = Instant::now();
         let job_name = env.job.name();
         let in_flight = InFlight::enter(&self.ctx.in_flight);
@@ -363,7 +371,7 @@ impl Worker {
         let result = (|| async {
             // Each attempt records the body of its own failed write (see `note_failed_body`).
             let _ = FAILED_BODY.try_with(|b| b.borrow_mut().take());
-            self.run_job(&env).await
+            self.run_job(env).await
         })
             .retry(
                 ExponentialBuilder::default()
@@ -398,7 +406,7 @@ impl Worker {
                 }
                 Disposition::Done(outcome)
             }
-            Err(e) => self.record_failure(&env, &e).await?,
+            Err(e) => self.record_failure(env, &e).await?,
         };
         let label = match &disposition {
             Disposition::Done(outcome) => outcome.label(),
@@ -559,68 +567,140 @@ impl Worker {
         Ok(())
     }
 
-    async fn handle_delivery(&self, delivery: lapin::message::Delivery) {
-        let env = match Envelope::from_bytes(&delivery.data) {
-            Ok(env) => env,
-            Err(e) => {
-                let error = format!("unreadable job: {e}");
-                match self
-                    .ctx
-                    .store
-                    .dead_letter_unreadable(&delivery.data, &error)
-                    .await
-                {
-                    Ok(id) => {
-                        tracing::error!(dead_letter = %id, error = %e, "unreadable job: recorded as a dead letter");
-                        if let Err(qe) = self.ctx.queue.publish_dead(&delivery.data, &error).await {
-                            tracing::warn!(dead_letter = %id, error = %qe, "unreadable job recorded in Postgres but not copied to the dead-letter queue");
-                        }
-                        let _ = delivery.ack(BasicAckOptions::default()).await;
-                    }
-                    Err(se) => {
-                        tracing::error!(error = %se, "could not record an unreadable job; returning it to the queue");
-                        self.wait_for_store().await;
-                        let _ = delivery
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await;
-                    }
-                }
-                metrics::counter!("worker_jobs_total", "job" => "unreadable", "outcome" => "dead")
-                    .increment(1);
-                return;
-            }
-        };
-        let outcome = match catch_panic(Box::pin(self.handle(env))).await {
+    /// Records a job that cannot be read as a dead letter (and copies it to the dead-letter
+    /// queue).
+    async fn record_unreadable(
+        &self,
+        bytes: &[u8],
+        e: &serde_json::Error,
+    ) -> Result<(), StoreError> {
+        let error = format!("unreadable job: {e}");
+        let id = self.ctx.store.dead_letter_unreadable(bytes, &error).await?;
+        tracing::error!(dead_letter = %id, error = %e, "unreadable job: recorded as a dead letter");
+        if let Err(qe) = self.ctx.queue.publish_dead(bytes, &error).await {
+            tracing::warn!(dead_letter = %id, error = %qe, "unreadable job recorded in Postgres but not copied to the dead-letter queue");
+        }
+        metrics::counter!("worker_jobs_total", "job" => "unreadable", "outcome" => "dead")
+            .increment(1);
+        Ok(())
+    }
+
+    /// Returns a delivery to the queue once Postgres answers again: every requeue counts
+    /// against the broker's delivery limit, so an outage must not burn its deliveries (and
+    /// the prefetch window stops the intake meanwhile).
+    async fn requeue_after_outage(&self, delivery: &lapin::message::Delivery) {
+        self.wait_for_store().await;
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+    }
+
+    /// Runs one job of a delivery to its recorded outcome; a panic is recorded as a dead
+    /// letter. `Err` (with the job): its outcome could not be recorded.
+    async fn run_delivered(&self, env: Envelope) -> Result<(), Box<Envelope>> {
+        let copy = env;
+        let outcome = match catch_panic(Box::pin(self.handle_ref(&copy))).await {
             Ok(outcome) => outcome,
             Err(panic) => {
-                // Parsed again from the delivery: no copy of every job for the rare panic.
-                let Ok(dead_copy) = Envelope::from_bytes(&delivery.data) else {
-                    return;
-                };
                 // A bug, not bad luck: keep the job as a dead letter instead of leaving the
                 // delivery unacked (or redelivering it into the same panic).
-                tracing::error!(job = dead_copy.job.name(), connector = %dead_copy.connector_id, panic = %panic, "job panicked");
-                metrics::counter!("worker_jobs_total", "job" => dead_copy.job.name(), "outcome" => "panicked").increment(1);
-                self.dead_letter(
-                    &dead_copy,
-                    &format!("the job panicked: {panic}"),
-                    "panicked",
-                )
-                .await
-                .map(|_| Disposition::Dead)
+                tracing::error!(job = copy.job.name(), connector = %copy.connector_id, panic = %panic, "job panicked");
+                metrics::counter!("worker_jobs_total", "job" => copy.job.name(), "outcome" => "panicked").increment(1);
+                self.dead_letter(&copy, &format!("the job panicked: {panic}"), "panicked")
+                    .await
+                    .map(|_| Disposition::Dead)
             }
         };
-        match outcome {
-            Ok(_) => ack_without_waiting(&delivery),
+        outcome.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, job = copy.job.name(), "could not record the job's outcome");
+            Box::new(copy)
+        })
+    }
+
+    /// Handles one delivery: one job, or a bundle of them (see `jobs::bundle_messages`). Each
+    /// job runs in a place of [`Ctx::job_slots`]. Returns how many jobs it held.
+    async fn handle_delivery(&self, delivery: lapin::message::Delivery) -> usize {
+        let items = match Delivered::read(&delivery.data) {
+            Delivered::One(Ok(env)) => {
+                let slot = self.ctx.job_slots.acquire().await;
+                let result = self.run_delivered(env).await;
+                drop(slot);
+                match result {
+                    Ok(()) => ack_without_waiting(&delivery),
+                    Err(_) => self.requeue_after_outage(&delivery).await,
+                }
+                return 1;
+            }
+            Delivered::One(Err(e)) => {
+                match self.record_unreadable(&delivery.data, &e).await {
+                    Ok(()) => ack_without_waiting(&delivery),
+                    Err(se) => {
+                        tracing::error!(error = %se, "could not record an unreadable job; returning it to the queue");
+                        self.requeue_after_outage(&delivery).await;
+                    }
+                }
+                return 1;
+            }
+            Delivered::Bundle(items) => items,
+        };
+        let count = items.len();
+        let mut envs = Vec::with_capacity(count);
+        for item in items {
+            match item {
+                Ok(env) => envs.push(env),
+                // One job that cannot be read does not keep the others from running.
+                Err(bad) => {
+                    if let Err(se) = self.record_unreadable(&bad.bytes, &bad.error).await {
+                        tracing::error!(error = %se, "could not record an unreadable job; returning its bundle to the queue");
+                        self.requeue_after_outage(&delivery).await;
+                        return count;
+                    }
+                }
+            }
+        }
+        if delivery.redelivered {
+            // A bundle delivered before (its worker died or lost its connection) is split
+            // into messages of one job each: a job that crashes workers then reaches the
+            // broker's delivery limit alone, without its bundle's other jobs.
+            match self.ctx.queue.publish_each(&envs).await {
+                Ok(()) => ack_without_waiting(&delivery),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not split a redelivered bundle; returning it to the queue");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }
+            return count;
+        }
+        let slots = &self.ctx.job_slots;
+        let unrecorded: Vec<Envelope> = futures::stream::iter(envs)
+            .map(|env| async move {
+                let _slot = slots.acquire().await;
+                self.run_delivered(env).await.err()
+            })
+            .buffer_unordered(count)
+            .filter_map(|e| async move { e.map(|e| *e) })
+            .collect()
+            .await;
+        if unrecorded.is_empty() {
+            ack_without_waiting(&delivery);
+            return count;
+        }
+        // The jobs whose outcome could not be recorded go back to the queue on their own once
+        // Postgres answers again (the others are done); the bundle, if even that fails.
+        self.wait_for_store().await;
+        match self.ctx.queue.publish_each(&unrecorded).await {
+            Ok(()) => ack_without_waiting(&delivery),
             Err(e) => {
-                tracing::error!(error = %e, "could not record the job's outcome; returning it to the queue");
-                // Every requeue counts against the broker's delivery limit: hold the message
-                // until the database answers again, so an outage does not burn its deliveries
-                // (and the prefetch window stops the intake meanwhile).
-                self.wait_for_store().await;
+                tracing::warn!(error = %e, "could not republish a bundle's unrecorded jobs; returning the bundle to the queue");
                 let _ = delivery
                     .nack(BasicNackOptions {
                         requeue: true,
@@ -629,6 +709,7 @@ impl Worker {
                     .await;
             }
         }
+        count
     }
 
     /// Waits (with backoff, at most [`STORE_OUTAGE_HOLD`]) until Postgres answers again.
@@ -645,7 +726,7 @@ impl Worker {
     }
 
     /// Processes jobs until every queue is empty and nothing is in flight (tests and one-shot
-    /// runs). Returns how many deliveries were handled.
+    /// runs). Returns how many jobs were handled (a bundle counts its jobs).
     pub async fn run_until_idle(&self) -> Result<usize, JobError> {
         let conn = self.ctx.queue.open_connection().await?;
         let ch = conn.create_channel().await.map_err(QueueError::from)?;
@@ -658,7 +739,6 @@ impl Worker {
                     match self.ctx.queue.get(&ch, kind).await? {
                         Some(d) => {
                             got_any = true;
-                            handled += 1;
                             let me = self.clone();
                             tasks.spawn(async move { me.handle_delivery(d).await });
                         }
@@ -666,13 +746,11 @@ impl Worker {
                     }
                 }
             }
-            if !got_any {
-                if tasks.is_empty() {
-                    break;
+            if !got_any || tasks.len() >= self.ctx.cfg.concurrency {
+                match tasks.join_next().await {
+                    Some(jobs) => handled += jobs.unwrap_or(0),
+                    None => break,
                 }
-                tasks.join_next().await;
-            } else if tasks.len() >= self.ctx.cfg.concurrency {
-                tasks.join_next().await;
             }
         }
         let _ = conn.close(200, "idle".into()).await;
@@ -717,6 +795,8 @@ impl Worker {
         let mut merged = futures::stream::select_all(streams);
         let mut tasks = JoinSet::new();
         let result = loop {
+            // At most `concurrency` deliveries taken (the prefetch window), and at most
+            // `concurrency` jobs running (`Ctx::job_slots`), a bundle's included.
             while tasks.len() >= self.ctx.cfg.concurrency {
                 tasks.join_next().await;
             }

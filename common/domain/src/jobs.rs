@@ -309,6 +309,109 @@ impl Envelope {
     }
 }
 
+/// The most jobs one message carries. A notification's jobs travel together (see
+/// [`bundle_messages`]): one delivery, one acknowledgement and one publish confirm for up to
+/// this many jobs, instead of one of each per job.
+pub const BUNDLE_MAX_JOBS: usize = 50;
+
+/// The most bytes of jobs one bundle carries (a job larger than this travels alone).
+pub const BUNDLE_MAX_BYTES: usize = 256 * 1024;
+
+/// One message to publish: its queue, its body, its id (the first job's) and how many jobs it
+/// carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The queue it goes to.
+    pub queue: QueueKind,
+    /// The body: one envelope's wire form, or a bundle (a JSON array of them).
+    pub body: Vec<u8>,
+    /// The id of its (first) job.
+    pub id: Uuid,
+    /// How many jobs it carries.
+    pub jobs: usize,
+}
+
+/// The messages that carry `envelopes`: consecutive jobs of one queue share a bundle (a JSON
+/// array of their wire forms) of at most [`BUNDLE_MAX_JOBS`] jobs and [`BUNDLE_MAX_BYTES`];
+/// a message of one job is that job's wire form alone, as `bundle == false` makes every one.
+pub fn bundle_messages(envelopes: &[Envelope], bundle: bool) -> Vec<Message> {
+    let mut messages: Vec<Message> = Vec::new();
+    for env in envelopes {
+        let bytes = env.to_bytes();
+        let queue = env.job.queue();
+        match messages.last_mut() {
+            Some(m)
+                if bundle
+                    && m.queue == queue
+                    && m.jobs < BUNDLE_MAX_JOBS
+                    && m.body.len() + bytes.len() + 3 <= BUNDLE_MAX_BYTES =>
+            {
+                if m.jobs == 1 {
+                    m.body.insert(0, b'[');
+                }
+                m.body.push(b',');
+                m.body.extend_from_slice(&bytes);
+                m.jobs += 1;
+            }
+            _ => messages.push(Message {
+                queue,
+                body: bytes,
+                id: env.id,
+                jobs: 1,
+            }),
+        }
+    }
+    for m in &mut messages {
+        if m.jobs > 1 {
+            m.body.push(b']');
+        }
+    }
+    messages
+}
+
+/// A job of a delivered message that could not be read: its own bytes and why.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// The job's bytes as received.
+    pub bytes: Vec<u8>,
+    /// Why it cannot be read.
+    pub error: serde_json::Error,
+}
+
+/// What a delivered message holds: one job, or a bundle of them.
+#[derive(Debug)]
+pub enum Delivered {
+    /// A message of one job (or one that cannot be read at all).
+    One(Result<Envelope, serde_json::Error>),
+    /// A bundle: each job read on its own, so one that cannot be read does not keep the
+    /// others from running.
+    Bundle(Vec<Result<Envelope, Unreadable>>),
+}
+
+impl Delivered {
+    /// Reads a message's body (see [`bundle_messages`]).
+    pub fn read(body: &[u8]) -> Delivered {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+            return Delivered::One(Envelope::from_bytes(body));
+        }
+        let items: Vec<&serde_json::value::RawValue> = match serde_json::from_slice(body) {
+            Ok(items) => items,
+            Err(e) => return Delivered::One(Err(e)),
+        };
+        Delivered::Bundle(
+            items
+                .into_iter()
+                .map(|raw| {
+                    Envelope::from_bytes(raw.get().as_bytes()).map_err(|error| Unreadable {
+                        bytes: raw.get().as_bytes().to_vec(),
+                        error,
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +442,117 @@ mod tests {
                 .unwrap()
                 .from_retries
         );
+    }
+
+    fn account_job(id: &str) -> Envelope {
+        Envelope::new(
+            "c1",
+            Job::OutgoingAccount(OutgoingMessage {
+                notification_id: "n1".into(),
+                is_export: false,
+                message: json!({"account": {"id": id}}),
+            }),
+        )
+    }
+
+    fn read_all(m: &Message) -> Vec<Envelope> {
+        match Delivered::read(&m.body) {
+            Delivered::One(env) => vec![env.expect("readable")],
+            Delivered::Bundle(items) => items.into_iter().map(|e| e.expect("readable")).collect(),
+        }
+    }
+
+    #[test]
+    fn jobs_of_one_queue_travel_in_bundles_that_read_back_in_order() {
+        let fetch = Envelope::new(
+            "c1",
+            Job::FetchStart {
+                run_id: Uuid::new_v4(),
+            },
+        );
+        let mut envs: Vec<Envelope> = (0..BUNDLE_MAX_JOBS + 3)
+            .map(|i| account_job(&format!("a{i}")))
+            .collect();
+        envs.push(fetch.clone());
+        envs.push(account_job("last"));
+        let messages = bundle_messages(&envs, true);
+        // A full bundle, the three left over, the incoming job alone, then the last one alone.
+        let shape: Vec<(QueueKind, usize)> = messages.iter().map(|m| (m.queue, m.jobs)).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (QueueKind::Outgoing, BUNDLE_MAX_JOBS),
+                (QueueKind::Outgoing, 3),
+                (QueueKind::Incoming, 1),
+                (QueueKind::Outgoing, 1),
+            ]
+        );
+        let back: Vec<Envelope> = messages.iter().flat_map(read_all).collect();
+        assert_eq!(back, envs);
+        assert_eq!(messages[0].id, envs[0].id);
+        // A message of one job is that job's own wire form, as every message was before bundles.
+        assert_eq!(messages[2].body, fetch.to_bytes());
+        assert!(matches!(
+            Delivered::read(&messages[3].body),
+            Delivered::One(Ok(_))
+        ));
+        // Unbundled: one message per job.
+        let singles = bundle_messages(&envs, false);
+        assert_eq!(singles.len(), envs.len());
+        assert!(singles.iter().all(|m| m.jobs == 1));
+    }
+
+    #[test]
+    fn a_bundle_stays_under_its_byte_bound_and_a_large_job_travels_alone() {
+        let big = |id: &str| {
+            let mut env = account_job(id);
+            if let Job::OutgoingAccount(m) = &mut env.job {
+                m.message["account"]["notes"] = json!("x".repeat(BUNDLE_MAX_BYTES / 3));
+            }
+            env
+        };
+        let envs = vec![big("a"), big("b"), big("c"), big("d")];
+        let messages = bundle_messages(&envs, true);
+        assert!(
+            messages.iter().all(|m| m.body.len() <= BUNDLE_MAX_BYTES),
+            "bounded"
+        );
+        assert_eq!(messages.iter().map(|m| m.jobs).sum::<usize>(), 4);
+        assert_eq!(messages.iter().flat_map(read_all).collect::<Vec<_>>(), envs);
+        let huge = {
+            let mut env = account_job("huge");
+            if let Job::OutgoingAccount(m) = &mut env.job {
+                m.message["account"]["notes"] = json!("x".repeat(BUNDLE_MAX_BYTES));
+            }
+            env
+        };
+        let messages = bundle_messages(&[account_job("small"), huge.clone()], true);
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[1].body, huge.to_bytes());
+    }
+
+    #[test]
+    fn an_unreadable_job_in_a_bundle_leaves_the_others_readable() {
+        let (a, b) = (account_job("a"), account_job("b"));
+        let body = format!(
+            "[{},{{\"id\":\"not a uuid\"}},{}]",
+            String::from_utf8(a.to_bytes()).unwrap(),
+            String::from_utf8(b.to_bytes()).unwrap()
+        );
+        let Delivered::Bundle(items) = Delivered::read(body.as_bytes()) else {
+            panic!("a bundle");
+        };
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].as_ref().expect("first"), &a);
+        let bad = items[1].as_ref().expect_err("the second is unreadable");
+        assert_eq!(bad.bytes, br#"{"id":"not a uuid"}"#.to_vec());
+        assert_eq!(items[2].as_ref().expect("third"), &b);
+        // A body that is not even a list of JSON values is one unreadable message.
+        assert!(matches!(Delivered::read(b"[{"), Delivered::One(Err(_))));
+        assert!(matches!(
+            Delivered::read(b"nonsense"),
+            Delivered::One(Err(_))
+        ));
     }
 
     #[test]

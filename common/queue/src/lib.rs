@@ -12,6 +12,7 @@
 //! after the broker confirmed it. The publishing connection is rebuilt lazily when it
 //! dropped, so a RabbitMQ restart costs the callers errors while it is down, nothing more.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::Mutex;
 
 use domain::error::{Classify, ErrorClass};
-use domain::jobs::{Envelope, QueueKind};
+use domain::jobs::{bundle_messages, Envelope, Message, QueueKind};
 
 /// The AMQP frame size connections ask for, unless `AMQP_URL` sets `frame_max`. lapin keeps
 /// two ring buffers of 32 frames per connection, so at RabbitMQ's default (128 KiB) each
@@ -103,6 +104,8 @@ struct Inner {
     topology: Topology,
     timeout: Duration,
     publisher: Mutex<Option<(Connection, Channel)>>,
+    /// Jobs and messages this process published (confirmed), for [`Queue::jobs_per_message`].
+    published: (AtomicU64, AtomicU64),
 }
 
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,6 +137,7 @@ impl Queue {
                 topology: Topology::new(prefix),
                 timeout: CONFIRM_TIMEOUT,
                 publisher: Mutex::new(None),
+                published: (AtomicU64::new(0), AtomicU64::new(0)),
             }),
         }
     }
@@ -231,15 +235,29 @@ impl Queue {
     }
 
     /// Publishes envelopes and returns once the broker confirmed every one of them.
+    /// Consecutive jobs of one queue travel in bundles (`jobs::bundle_messages`): one message,
+    /// one delivery and one acknowledgement for up to `jobs::BUNDLE_MAX_JOBS` of them.
     pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<(), QueueError> {
-        if envelopes.is_empty() {
+        self.publish_messages(bundle_messages(envelopes, true))
+            .await
+    }
+
+    /// Publishes each envelope as a message of its own (a bundle that must be split: see the
+    /// worker's handling of a redelivered bundle).
+    pub async fn publish_each(&self, envelopes: &[Envelope]) -> Result<(), QueueError> {
+        self.publish_messages(bundle_messages(envelopes, false))
+            .await
+    }
+
+    async fn publish_messages(&self, messages: Vec<Message>) -> Result<(), QueueError> {
+        if messages.is_empty() {
             return Ok(());
         }
         let guard = self.publisher_channel().await?;
         let Some((_, ch)) = guard.as_ref() else {
             return Err(QueueError::NotConfirmed("no channel".into()));
         };
-        let res = self.publish_on(ch, envelopes).await;
+        let res = self.publish_on(ch, &messages).await;
         drop(guard);
         if res.is_err() {
             // Drop the publisher so the next call reconnects.
@@ -251,24 +269,24 @@ impl Queue {
         res
     }
 
-    async fn publish_on(&self, ch: &Channel, envelopes: &[Envelope]) -> Result<(), QueueError> {
+    async fn publish_on(&self, ch: &Channel, messages: &[Message]) -> Result<(), QueueError> {
         let t = &self.inner.topology;
-        let mut confirms = Vec::with_capacity(envelopes.len());
-        for env in envelopes {
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
-                .with_message_id(env.id.to_string().into());
+                .with_message_id(m.id.to_string().into());
             let c = with_timeout(
                 self.inner.timeout,
                 ch.basic_publish(
                     t.exchange().into(),
-                    env.job.queue().as_str().into(),
+                    m.queue.as_str().into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()
                     },
-                    &env.to_bytes(),
+                    &m.body,
                     props,
                 ),
             )
@@ -284,7 +302,23 @@ impl Queue {
                 return Err(QueueError::NotConfirmed("message was unroutable".into()));
             }
         }
+        let (jobs, sent) = &self.inner.published;
+        jobs.fetch_add(
+            messages.iter().map(|m| m.jobs as u64).sum(),
+            Ordering::Relaxed,
+        );
+        sent.fetch_add(messages.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many jobs a message this process published carried on average (1 before it
+    /// published any): a queue's depth counts messages, this turns it into jobs.
+    pub fn jobs_per_message(&self) -> f64 {
+        let (jobs, sent) = &self.inner.published;
+        match sent.load(Ordering::Relaxed) {
+            0 => 1.0,
+            sent => jobs.load(Ordering::Relaxed) as f64 / sent as f64,
+        }
     }
 
     /// Publishes one envelope (see [`Queue::publish_all`]).
