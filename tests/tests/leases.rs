@@ -291,6 +291,80 @@ async fn an_early_lookup_serves_one_claim_and_never_a_claimed_lead() {
     db.drop_db().await;
 }
 
+/// A lease claimed together with the reads under it (`claim_entity_reading`, two statements
+/// in one round trip): the reads and the gathering's claim happen only for the job that got
+/// the lease, and see what was committed before it.
+#[tokio::test]
+async fn the_reads_pipelined_with_a_lease_claim_act_only_for_its_holder() {
+    use common::store::Claim;
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let (a, b) = (worker_store(&db), worker_store(&db));
+    let ttl = Duration::from_secs(30);
+    let fresh = Some(Duration::from_secs(300));
+    synced(&a, EntityKind::User, "u1", &state("cont_1")).await;
+    // A user: its state, read under the lease.
+    let (lease, read, claim) = a
+        .claim_entity_reading("c1", EntityKind::User, "u1", ttl, None)
+        .await
+        .expect("claim")
+        .expect("free");
+    assert_eq!(read, state("cont_1"));
+    assert!(claim.is_none());
+    assert!(
+        b.claim_entity_reading("c1", EntityKind::User, "u1", ttl, None)
+            .await
+            .expect("claim")
+            .is_none(),
+        "held by A"
+    );
+    // A's fence is the one the read checked: A can commit.
+    a.commit_entity(&lease, &state("cont_2"))
+        .await
+        .expect("commit");
+    let (_, read, _) = b
+        .claim_entity_reading("c1", EntityKind::User, "u1", ttl, None)
+        .await
+        .expect("claim")
+        .expect("released by the commit");
+    assert_eq!(read, state("cont_2"), "the commit before the claim is seen");
+    // A new account whose gathering is due: B holds its lease, so A's claim neither gets the
+    // lease nor claims the gathering.
+    a.gather_lead("c1", "acc_1", Duration::ZERO)
+        .await
+        .expect("gather")
+        .expect("gathering");
+    let held = hold(&b, EntityKind::Account, "acc_1").await;
+    assert!(a
+        .claim_entity_reading("c1", EntityKind::Account, "acc_1", ttl, fresh)
+        .await
+        .expect("claim")
+        .is_none());
+    let g = a
+        .gather_lead("c1", "acc_1", Duration::ZERO)
+        .await
+        .expect("gather")
+        .expect("still gathering");
+    assert!(!g.claimed, "nobody without the lease claims the gathering");
+    b.release_entity(&held).await.expect("release");
+    let (_, read, claim) = a
+        .claim_entity_reading("c1", EntityKind::Account, "acc_1", ttl, fresh)
+        .await
+        .expect("claim")
+        .expect("free");
+    assert_eq!(read, SyncState::default());
+    assert!(matches!(claim, Some(Claim::Claimed(None))), "{claim:?}");
+    // An account with no gathering: its state and no claim.
+    let (_, read, claim) = a
+        .claim_entity_reading("c1", EntityKind::Account, "acc_2", ttl, fresh)
+        .await
+        .expect("claim")
+        .expect("free");
+    assert_eq!(read, SyncState::default());
+    assert!(matches!(claim, Some(Claim::None)), "{claim:?}");
+    db.drop_db().await;
+}
+
 /// A claimed gathering still takes contacts until its creator seals it (just before it sends
 /// the create); the seal returns every contact that joined, and nothing joins after it. A
 /// creator deferred after sealing (its re-send found the budget busy) opens it again.

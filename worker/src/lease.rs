@@ -20,24 +20,27 @@ pub struct HeldLease {
 }
 
 /// Claims the lease of an entity, waiting while another job holds it (polling, with growing
-/// pauses, for up to twice the lease time). A job that still finds it held is retried later
-/// without burning an attempt.
+/// pauses, for up to twice the lease time), and reads its sync state under the lease — for a
+/// new account (`pending_lead`: how fresh a lookup must be to serve its create), claiming its
+/// gathering lead too — in the same round trip (`Store::claim_entity_reading`). A job that
+/// still finds it held is retried later without burning an attempt.
 pub async fn hold(
     ctx: &Ctx,
     connector_id: &str,
     kind: EntityKind,
     hull_id: &str,
-) -> Result<HeldLease, JobError> {
+    pending_lead: Option<Duration>,
+) -> Result<(HeldLease, SyncState, Option<common::store::Claim>), JobError> {
     let ttl = ctx.cfg.lease;
     let deadline = tokio::time::Instant::now() + ttl * 2;
     let mut pause = Duration::from_millis(10);
-    let lease = loop {
-        if let Some(lease) = ctx
+    let (lease, state, claim) = loop {
+        if let Some(held) = ctx
             .store
-            .claim_entity(connector_id, kind, hull_id, ttl)
+            .claim_entity_reading(connector_id, kind, hull_id, ttl, pending_lead)
             .await?
         {
-            break lease;
+            break held;
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(JobError::Later {
@@ -58,11 +61,15 @@ pub async fn hold(
         ttl,
         renewal.clone(),
     ));
-    Ok(HeldLease {
-        store: ctx.store.clone(),
-        lease: Some(lease),
-        renewal,
-    })
+    Ok((
+        HeldLease {
+            store: ctx.store.clone(),
+            lease: Some(lease),
+            renewal,
+        },
+        state,
+        claim,
+    ))
 }
 
 /// Extends the lease every third of its time until cancelled or lost.

@@ -296,21 +296,17 @@ async fn sync(
             ));
         }
     }
-    let lease = crate::lease::hold(ctx, cid, kind, hull_id).await?;
-    // An account Hull knows no lead of reads its state and claims its gathering lead (if
-    // due) in one statement.
-    let (state, claim) = match &target {
+    // The state is read again under the lease; an account Hull knows no lead of also claims
+    // its gathering lead (if due) there.
+    let pending_lead = match &target {
         Target::Lead { account }
             if !ctx.cfg.new_lead_gather.is_zero() && str_field(account, "closeio/id").is_none() =>
         {
-            let (state, claim) = ctx
-                .store
-                .state_and_claim_pending_lead(cid, hull_id, LOOKUP_FRESH)
-                .await?;
-            (state, Some(claim))
+            Some(LOOKUP_FRESH)
         }
-        _ => (state_of(ctx, cid, kind, hull_id).await?, None),
+        _ => None,
     };
+    let (lease, state, claim) = crate::lease::hold(ctx, cid, kind, hull_id, pending_lead).await?;
     if let Some(id) = unchanged_id(&state, &hash, target.lead_id()) {
         lease.release().await?;
         log_unchanged(kind, hull_id, id);

@@ -98,6 +98,21 @@ macro_rules! fenced_commit {
     };
 }
 
+/// Claims the lease of an entity (connector, kind, Hull id) for `$4` seconds when nobody holds
+/// it or its holder's lease expired; returns the new fence, no row while it is held. The fence
+/// comes from `nextval` in `VALUES`, evaluated whether or not the claim succeeds, so after it
+/// `currval('entity_lease_fence')` in the same session is the fence of this claim when there
+/// is one (see `Store::claim_entity_reading`).
+pub(crate) const CLAIM_ENTITY: &str =
+    "INSERT INTO entity_leases (connector_id, kind, hull_id, fence, expires_at)
+     VALUES ($1, $2, $3, nextval('entity_lease_fence'),
+             clock_timestamp() + make_interval(secs => $4))
+     ON CONFLICT (connector_id, kind, hull_id) DO UPDATE
+       SET fence = nextval('entity_lease_fence'),
+           expires_at = clock_timestamp() + make_interval(secs => $4)
+       WHERE entity_leases.expires_at < clock_timestamp()
+     RETURNING fence";
+
 impl Store {
     /// Claims the lease of an entity for `ttl`; `None` while another job holds it.
     pub async fn claim_entity(
@@ -110,14 +125,7 @@ impl Store {
         let c = self.pool.get().await?;
         let row = c
             .query_opt_p(
-                "INSERT INTO entity_leases (connector_id, kind, hull_id, fence, expires_at)
-                 VALUES ($1, $2, $3, nextval('entity_lease_fence'),
-                         clock_timestamp() + make_interval(secs => $4))
-                 ON CONFLICT (connector_id, kind, hull_id) DO UPDATE
-                   SET fence = nextval('entity_lease_fence'),
-                       expires_at = clock_timestamp() + make_interval(secs => $4)
-                   WHERE entity_leases.expires_at < clock_timestamp()
-                 RETURNING fence",
+                CLAIM_ENTITY,
                 &[&connector_id, &kind.as_str(), &hull_id, &secs(ttl)],
             )
             .await?;

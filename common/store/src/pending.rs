@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use domain::jobs::EntityKind;
+
 use crate::lease::EntityLease;
 use crate::prepared::Prepared;
 use crate::{Store, StoreError, SyncState};
@@ -94,7 +96,10 @@ pub enum Claim {
 /// recorded for it, if fresh, and clears it.
 macro_rules! claim_update {
     () => {
-        "WITH claim AS (
+        claim_update!("")
+    };
+    ($condition:literal) => {
+        concat!("WITH claim AS (
            UPDATE pending_leads p SET claimed = (p.due_at <= clock_timestamp()) OR p.claimed,
                   looked_up_at = CASE WHEN p.due_at <= clock_timestamp() OR p.claimed
                                       THEN NULL ELSE p.looked_up_at END,
@@ -102,12 +107,12 @@ macro_rules! claim_update {
                                          THEN NULL ELSE p.looked_up_value END
            FROM (SELECT looked_up_at, looked_up_value FROM pending_leads
                  WHERE connector_id = $1 AND account_key = $2 FOR UPDATE) old
-           WHERE p.connector_id = $1 AND p.account_key = $2
+           WHERE p.connector_id = $1 AND p.account_key = $2 ", $condition, "
            RETURNING p.claimed,
                      GREATEST(0, EXTRACT(EPOCH FROM p.due_at - clock_timestamp()))::float8 AS due_in,
                      CASE WHEN old.looked_up_at > clock_timestamp() - make_interval(secs => $3)
                           THEN old.looked_up_at END AS looked_up_at,
-                     old.looked_up_value)"
+                     old.looked_up_value)")
     };
 }
 
@@ -359,6 +364,115 @@ impl Store {
             Claim::None
         };
         Ok((state, claim))
+    }
+
+    /// Claims the lease of an entity for `ttl` and, once it is claimed, reads its sync state
+    /// and — with `pending_lead` (`Some(fresh)`, an account) — claims its gathering lead as
+    /// [`Store::state_and_claim_pending_lead`] does: `None` while another job holds the lease.
+    ///
+    /// One round trip for two statements: they are pipelined on one connection, and the
+    /// second acts only if the first claimed the lease (it looks for the lease row with the
+    /// fence this session drew last, `currval`). Each statement is its own transaction and
+    /// the second starts after the first committed, so its snapshot — as with two round
+    /// trips — sees every write made before the lease was claimed.
+    pub async fn claim_entity_reading(
+        &self,
+        connector_id: &str,
+        kind: EntityKind,
+        hull_id: &str,
+        ttl: Duration,
+        pending_lead: Option<Duration>,
+    ) -> Result<Option<(EntityLease, SyncState, Option<Claim>)>, StoreError> {
+        const READ_STATE: &str = "SELECT s.close_id, s.lead_id, s.body_hash, s.failures
+             FROM entity_leases l
+             LEFT JOIN sync_state s
+               ON s.connector_id = l.connector_id AND s.kind = l.kind AND s.hull_id = l.hull_id
+             WHERE l.connector_id = $1 AND l.kind = $2 AND l.hull_id = $3
+               AND l.fence = currval('entity_lease_fence')";
+        const READ_STATE_AND_CLAIM: &str = concat!(
+            claim_update!(
+                "AND EXISTS (SELECT 1 FROM entity_leases WHERE connector_id = $1
+                   AND kind = 'account' AND hull_id = $2 AND fence = currval('entity_lease_fence'))"
+            ),
+            " SELECT c.claimed, c.due_in, c.looked_up_at, c.looked_up_value,
+                     s.close_id, s.lead_id, s.body_hash, s.failures
+              FROM entity_leases l
+              LEFT JOIN claim c ON true
+              LEFT JOIN sync_state s ON s.connector_id = $1 AND s.kind = 'account' AND s.hull_id = $2
+              WHERE l.connector_id = $1 AND l.kind = 'account' AND l.hull_id = $2
+                AND l.fence = currval('entity_lease_fence')"
+        );
+        let c = self.pool.get().await?;
+        let claim_sql = crate::lease::CLAIM_ENTITY;
+        let read_sql = if pending_lead.is_some() {
+            READ_STATE_AND_CLAIM
+        } else {
+            READ_STATE
+        };
+        // Both prepared first (cached after the first use), so that the two requests go out
+        // in order, back to back.
+        let (claim_st, read_st) = (
+            c.prepare_cached(claim_sql).await?,
+            c.prepare_cached(read_sql).await?,
+        );
+        let secs = ttl.as_secs_f64();
+        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&connector_id, &kind.as_str(), &hull_id, &secs];
+        let fresh = pending_lead.map(|d| d.as_secs_f64()).unwrap_or_default();
+        let kind_str = kind.as_str();
+        let read_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = if pending_lead.is_some()
+        {
+            vec![&connector_id, &hull_id, &fresh]
+        } else {
+            vec![&connector_id, &kind_str, &hull_id]
+        };
+        let (claimed, read) = futures::future::join(
+            c.query_opt(&claim_st, &claim_params),
+            c.query_opt(&read_st, &read_params),
+        )
+        .await;
+        let Some(fence) = claimed?.map(|r| r.get::<_, i64>(0)) else {
+            return Ok(None);
+        };
+        let lease = EntityLease {
+            connector_id: connector_id.to_owned(),
+            kind,
+            hull_id: hull_id.to_owned(),
+            fence,
+        };
+        let Some(row) = read? else {
+            // Not expected (the lease was claimed just before): read the way two round trips
+            // would.
+            drop(c);
+            return Ok(Some(match pending_lead {
+                Some(fresh) => {
+                    let (state, claim) = self
+                        .state_and_claim_pending_lead(connector_id, hull_id, fresh)
+                        .await?;
+                    (lease, state, Some(claim))
+                }
+                None => {
+                    let c = self.pool.get().await?;
+                    let state = crate::load_state(&c, connector_id, kind, hull_id).await?;
+                    (lease, state, None)
+                }
+            }));
+        };
+        let at = if pending_lead.is_some() { 4 } else { 0 };
+        let state = SyncState {
+            close_id: row.get(at),
+            lead_id: row.get(at + 1),
+            body_hash: row.get(at + 2),
+            failures: row.get::<_, Option<i32>>(at + 3).unwrap_or_default(),
+        };
+        let claim = pending_lead.map(|_| {
+            if row.get::<_, Option<bool>>(0).is_some() {
+                claim(Some(&row), 0)
+            } else {
+                Claim::None
+            }
+        });
+        Ok(Some((lease, state, claim)))
     }
 
     /// Seals the account's gathering lead (the caller claimed it and holds the account's
