@@ -483,23 +483,27 @@ impl Store {
     /// statement commits, so the seal waits for it; the contacts are then read by a statement
     /// of their own, whose snapshot is taken after the seal and so holds every contact that
     /// joined before it (one statement would read them with a snapshot from before the wait).
-    /// Nothing joins a sealed gathering.
+    /// Nothing joins a sealed gathering. The two go out pipelined, in one round trip: the
+    /// server runs the read after the seal committed.
     pub async fn seal_pending_lead(
         &self,
         connector_id: &str,
         account_key: &str,
     ) -> Result<Vec<PendingContact>, StoreError> {
         let c = self.pool.get().await?;
-        let sealed = c
-            .execute_p(
+        let seal = c
+            .prepare_cached(
                 "UPDATE pending_leads SET sealed = true WHERE connector_id = $1 AND account_key = $2",
-                &[&connector_id, &account_key],
             )
             .await?;
-        if sealed == 0 {
+        let read = c.prepare_cached(PENDING_CONTACTS).await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&connector_id, &account_key];
+        let (sealed, contacts) =
+            futures::future::join(c.execute(&seal, &params), c.query(&read, &params)).await;
+        if sealed? == 0 {
             return Ok(Vec::new());
         }
-        pending_contacts(&c, connector_id, account_key).await
+        Ok(contacts?.iter().map(pending_contact).collect())
     }
 
     /// [`Store::commit_entity`] for a lead created with nested contacts, in one statement:
@@ -584,25 +588,16 @@ impl Store {
     }
 }
 
-/// The contacts gathered for an account's new lead, in the order to send them.
-async fn pending_contacts(
-    tx: &impl Prepared,
-    connector_id: &str,
-    account_key: &str,
-) -> Result<Vec<PendingContact>, StoreError> {
-    Ok(tx
-        .query_p(
-            "SELECT user_id, body, claims, job_id FROM pending_contacts
-             WHERE connector_id = $1 AND account_key = $2 ORDER BY user_id",
-            &[&connector_id, &account_key],
-        )
-        .await?
-        .into_iter()
-        .map(|r| PendingContact {
-            user_id: r.get(0),
-            body: object(r.get(1)),
-            claims: object(r.get(2)),
-            job_id: r.get(3),
-        })
-        .collect())
+/// The contacts gathered for an account's lead (connector, account key), in the order to
+/// send them.
+const PENDING_CONTACTS: &str = "SELECT user_id, body, claims, job_id FROM pending_contacts
+     WHERE connector_id = $1 AND account_key = $2 ORDER BY user_id";
+
+fn pending_contact(r: &tokio_postgres::Row) -> PendingContact {
+    PendingContact {
+        user_id: r.get(0),
+        body: object(r.get(1)),
+        claims: object(r.get(2)),
+        job_id: r.get(3),
+    }
 }
