@@ -304,16 +304,8 @@ async fn the_brokers_dead_letters_are_imported_with_their_queued_retry_rows() {
     })
     .await
     .expect("env");
+    record_connector(&env).await;
     let store = env.store().expect("store");
-    store
-        .upsert_connector(
-            CONNECTOR_ID,
-            &env.hull.organization(),
-            harness::CONNECTOR_SECRET,
-            &harness::default_settings(),
-        )
-        .await
-        .expect("record");
     // A retry the scheduler republished (its row is `queued`), which then crashed workers until
     // the queue's delivery limit sent it to the dead-letter queue.
     let job = account_job("a1", "acme.com");
