@@ -686,7 +686,8 @@ impl Worker {
                 let _slot = slots.acquire().await;
                 self.run_delivered(env).await.err()
             })
-            .buffer_unordered(count)
+            // At least 1: with 0, an empty bundle (`[]`) would never finish.
+            .buffer_unordered(count.max(1))
             .filter_map(|e| async move { e.map(|e| *e) })
             .collect()
             .await;
