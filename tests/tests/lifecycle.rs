@@ -51,6 +51,15 @@ async fn publish_raw(env: &TestEnv, queue: &str, payload: &[u8], headers: FieldT
     let _ = env;
 }
 
+/// The dead letters recorded for jobs that could not be read.
+async fn unreadable_dead_letters(env: &TestEnv) -> Vec<common::store::DeadLetter> {
+    env.store()
+        .expect("store")
+        .dead_letters(None, Some("unreadable"), None, false, 10)
+        .await
+        .expect("dlq")
+}
+
 #[tokio::test]
 async fn a_parked_connector_keeps_its_first_reason_and_failures_are_recorded() {
     let mut settings = harness::default_settings();
@@ -191,12 +200,7 @@ async fn an_unreadable_job_is_recorded_as_a_dead_letter() {
     .await;
     assert_eq!(env.drain().await.expect("drain"), 1);
     assert_eq!(env.depth(QueueKind::Outgoing).await.expect("depth"), 0);
-    let dead = env
-        .store()
-        .expect("store")
-        .dead_letters(None, Some("unreadable"), None, false, 10)
-        .await
-        .expect("dlq");
+    let dead = unreadable_dead_letters(&env).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].connector_id, CONNECTOR_ID);
     assert!(dead[0].envelope["raw"]
@@ -254,12 +258,7 @@ async fn an_unreadable_job_in_a_bundle_is_a_dead_letter_and_the_others_run() {
         .collect();
     names.sort();
     assert_eq!(names, ["acme.com", "beta.com"], "both readable jobs ran");
-    let dead = env
-        .store()
-        .expect("store")
-        .dead_letters(None, Some("unreadable"), None, false, 10)
-        .await
-        .expect("dlq");
+    let dead = unreadable_dead_letters(&env).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(dead[0].envelope["raw"]
         .as_str()
