@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::closeio::{Budget, BudgetError, CloseClient, CloseClientConfig, CloseError, Slot};
+use crate::closeio::{
+    Budget, BudgetError, CloseClient, CloseClientConfig, CloseError, LanePlaces, Slot,
+};
 use crate::config::CommonConfig;
 use crate::crypto::SecretBox;
 use crate::hull::{HullClient, HullClientConfig, HullError};
@@ -120,8 +122,15 @@ impl Budget for SharedBudget {
         &'a self,
         key: &'a str,
         group: &'static str,
-    ) -> BoxFuture<'a, Result<Duration, BudgetError>> {
-        Box::pin(async move { self.0.budget_defer(key, group).await.map_err(unavailable) })
+        places: u32,
+    ) -> BoxFuture<'a, Result<LanePlaces, BudgetError>> {
+        Box::pin(async move {
+            self.0
+                .budget_defer_places(key, group, places)
+                .await
+                .map(|(first, spacing)| LanePlaces { first, spacing })
+                .map_err(unavailable)
+        })
     }
 
     fn set_spacing<'a>(

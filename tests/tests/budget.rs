@@ -309,3 +309,36 @@ async fn a_new_groups_lane_starts_with_the_keys_fastest_learned_spacing() {
     );
     db.drop_db().await;
 }
+
+/// A bundle's new accounts book their places on the lane in one statement: as many places,
+/// one spacing apart, as one booking each would get; the next deferred job comes after them.
+#[tokio::test]
+async fn places_booked_together_follow_each_other_on_the_lane() {
+    let db = TestDb::create().await.expect("db");
+    let s = worker_store(&db);
+    s.budget_reserve("key_a", "lead-write", Duration::from_millis(1), 1, None)
+        .await
+        .expect("reserve");
+    s.budget_set_spacing("key_a", "lead-write", Duration::from_millis(200))
+        .await
+        .expect("learn");
+    let first = s.budget_defer("key_a", "lead-write").await.expect("defer");
+    let (together, spacing) = s
+        .budget_defer_places("key_a", "lead-write", 5)
+        .await
+        .expect("defer five");
+    assert_eq!(spacing, Duration::from_millis(200));
+    let after_first = together.saturating_sub(first);
+    assert!(
+        after_first > Duration::from_millis(150) && after_first <= Duration::from_millis(200),
+        "the five come one spacing after the job booked before: {first:?}, {together:?}"
+    );
+    let next = s.budget_defer("key_a", "lead-write").await.expect("defer");
+    // The five places end 5 spacings after the first of them.
+    let after_five = next.saturating_sub(together);
+    assert!(
+        after_five > Duration::from_millis(950) && after_five <= Duration::from_millis(1000),
+        "the next job comes after the five places: {together:?}, {next:?}"
+    );
+    db.drop_db().await;
+}

@@ -678,3 +678,190 @@ async fn concurrent_jobs_sharing_first_reads_each_get_their_own_answer() {
     }
     db.drop_db().await;
 }
+
+/// The statements of a bundle's first pass do for several accounts what one job's do for
+/// one: the gatherings start once each (an account whose lead is known has none), the
+/// creators' returns are noted, and the deferrals are recorded with their times and reasons.
+#[tokio::test]
+async fn a_bundles_first_pass_statements_do_what_one_jobs_do() {
+    use common::jobs::{Envelope, Job, OutgoingMessage};
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let s = worker_store(&db);
+    {
+        let c = s.pool().get().await.expect("conn");
+        c.batch_execute(
+            "INSERT INTO sync_state (connector_id, kind, hull_id, close_id) VALUES ('c1', 'account', 'acc_known', 'lead_known')",
+        )
+        .await
+        .expect("sql");
+    }
+    let gather = Duration::from_secs(5);
+    // acc_2 has a gathering already, started by a user's job a moment ago.
+    s.gather_lead("c1", "acc_2", gather).await.expect("gather");
+    let together = s
+        .gather_leads("c1", &["acc_1", "acc_2", "acc_1", "acc_known"], gather)
+        .await
+        .expect("gather together");
+    assert_eq!(together.len(), 2, "{together:?}");
+    assert!(!together.contains_key("acc_known"), "its lead is known");
+    for key in ["acc_1", "acc_2"] {
+        let g = together[key];
+        assert!(!g.claimed && g.creator_back_in.is_none(), "{key}: {g:?}");
+        assert!(
+            g.due_in > Duration::from_secs(4) && g.due_in <= gather,
+            "{key}: due in {:?}",
+            g.due_in
+        );
+        // The same gathering a job alone finds.
+        let alone = s
+            .gather_lead("c1", key, gather)
+            .await
+            .expect("gather")
+            .expect("a gathering");
+        assert!(alone.due_in <= g.due_in, "{key}: {alone:?} after {g:?}");
+    }
+    s.note_creators_back("c1", &[("acc_1", Duration::from_secs(20))])
+        .await
+        .expect("note");
+    let g1 = s
+        .gather_lead("c1", "acc_1", gather)
+        .await
+        .expect("gather")
+        .expect("a gathering");
+    let back = g1.creator_back_in.expect("acc_1's creator is back later");
+    assert!(back > Duration::from_secs(19) && back <= Duration::from_secs(20));
+    let g2 = s
+        .gather_lead("c1", "acc_2", gather)
+        .await
+        .expect("gather")
+        .expect("a gathering");
+    assert_eq!(g2.creator_back_in, None, "acc_2 has no creator booked");
+
+    let job = |key: &str| {
+        Envelope::new(
+            "c1",
+            Job::OutgoingAccount(OutgoingMessage {
+                notification_id: "n1".into(),
+                is_export: false,
+                message: serde_json::json!({"account": {"id": key}}),
+            }),
+        )
+    };
+    let now = chrono::Utc::now();
+    let records = vec![
+        (
+            job("acc_1"),
+            now + chrono::Duration::seconds(20),
+            "deferred: the connector's Close budget is busy".to_owned(),
+        ),
+        (
+            job("acc_2"),
+            now + chrono::Duration::seconds(5),
+            "deferred: a new lead gathers its contacts".to_owned(),
+        ),
+    ];
+    s.defer_all(&records).await.expect("defer");
+    // Recording them again (a job back from its deferral is deferred again) moves them.
+    let mut again = records.clone();
+    again[1].1 = now + chrono::Duration::seconds(8);
+    s.defer_all(&again).await.expect("defer again");
+    let rows = s.retries(Some("c1"), 10).await.expect("retries");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let row = |key: &str| {
+        rows.iter()
+            .find(|r| r.entity_key.as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("{key} deferred: {rows:?}"))
+    };
+    let (r1, r2) = (row("account:acc_1"), row("account:acc_2"));
+    assert_eq!(r1.last_error, records[0].2);
+    assert_eq!(r2.last_error, records[1].2);
+    assert_eq!((r1.attempts, r1.state.as_str()), (0, "scheduled"));
+    // Postgres keeps microseconds: the times, to the millisecond.
+    let secs = |r: &store::RetryRow| {
+        ((r.next_attempt_at - now).num_microseconds().unwrap_or(0) as f64 / 1000.0).round() as i64
+    };
+    assert_eq!((secs(r1), secs(r2)), (20_000, 8_000));
+    assert_eq!(r1.job_name, "outgoing_account");
+    db.drop_db().await;
+}
+
+/// A bundle's new users join their gatherings in one statement, as each would alone: a user
+/// whose account's lead is known, or whose contact is recorded, joins nothing; a gathering
+/// sealed by its creator takes no one more.
+#[tokio::test]
+async fn a_bundles_users_join_their_gatherings_together() {
+    use common::store::{Claim, PendingContact};
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let s = worker_store(&db);
+    {
+        let c = s.pool().get().await.expect("conn");
+        c.batch_execute(
+            "INSERT INTO sync_state (connector_id, kind, hull_id, close_id) VALUES
+               ('c1', 'account', 'acc_known', 'lead_known'),
+               ('c1', 'user', 'usr_known', 'cont_known')",
+        )
+        .await
+        .expect("sql");
+    }
+    let contact = |user: &str| PendingContact {
+        user_id: user.into(),
+        body: serde_json::json!({"name": user})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        claims: serde_json::Map::new(),
+        job_id: Some(uuid::Uuid::new_v4()),
+    };
+    let (u1, u2, u3, u4, known) = (
+        contact("usr_1"),
+        contact("usr_2"),
+        contact("usr_3"),
+        contact("usr_4"),
+        contact("usr_known"),
+    );
+    let joined = s
+        .join_gatherings(
+            "c1",
+            Duration::ZERO,
+            &[
+                ("acc_1", &u1),
+                ("acc_1", &u2),
+                ("acc_2", &u3),
+                ("acc_known", &u4),
+                ("acc_1", &known),
+            ],
+        )
+        .await
+        .expect("join");
+    let mut who: Vec<&str> = joined.keys().map(String::as_str).collect();
+    who.sort();
+    assert_eq!(who, ["usr_1", "usr_2", "usr_3"], "{joined:?}");
+    assert!(joined.values().all(|j| j.joined && !j.gathering.claimed));
+    // acc_1's creator claims and seals its gathering: it takes usr_1 and usr_2.
+    assert!(matches!(
+        s.claim_pending_lead("c1", "acc_1", Duration::from_secs(300))
+            .await
+            .expect("claim"),
+        Claim::Claimed(_)
+    ));
+    let sealed = s.seal_pending_lead("c1", "acc_1").await.expect("seal");
+    let mut nested: Vec<&str> = sealed.iter().map(|p| p.user_id.as_str()).collect();
+    nested.sort();
+    assert_eq!(nested, ["usr_1", "usr_2"]);
+    assert!(
+        sealed.iter().all(|p| p.job_id.is_some()),
+        "each with its job"
+    );
+    // A user that comes after the seal is not nested: it writes its contact on its own.
+    let u5 = contact("usr_5");
+    let late = s
+        .join_gatherings("c1", Duration::ZERO, &[("acc_1", &u5), ("acc_2", &u4)])
+        .await
+        .expect("join");
+    assert!(!late["usr_5"].joined, "sealed: {late:?}");
+    assert!(late["usr_5"].gathering.claimed);
+    assert!(late["usr_4"].joined, "acc_2 still gathers");
+    db.drop_db().await;
+}

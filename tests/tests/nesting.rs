@@ -454,3 +454,113 @@ async fn a_user_moving_to_a_new_account_keeps_its_one_contact() {
     );
     env.cleanup().await;
 }
+
+/// The new accounts of one notification travel in one bundle and take their first pass
+/// together (one statement for their gatherings, one for their places on the lead writes'
+/// lane, ...): each is deferred while its lead gathers and, on a slow budget, booked a place
+/// of its own on the lane. The users of the next notification join their gathering together. An account the connector does not sync and one whose lead Hull
+/// knows take the way of a job alone. Every lead is still created once, the users' contacts
+/// nested in it.
+#[tokio::test]
+async fn the_new_entities_of_a_bundle_take_their_first_pass_together() {
+    let domains: Vec<String> = (1..=10).map(|i| format!("n{i}.com")).collect();
+    let names: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let mut all = accounts(&names);
+    all.extend(accounts(&["known.com"]));
+    all.push(json!({"domain": "skip.com", "name": "skip.com"}));
+    let users = ["ann@n1.com", "bob@n1.com"]
+        .iter()
+        .map(|e| json!({"email": e, "name": e.split('@').next(), "account_domain": "n1.com"}))
+        .collect();
+    let env = TestEnv::start(EnvOptions {
+        accounts: all,
+        users,
+        close: CloseConfig {
+            rate_limit_rps: Some(2.0),
+            ..CloseConfig::default()
+        },
+        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("test env");
+    let id = |d: &str| env.hull.find_account("domain", d).expect("account").id;
+    // known.com is synced first: Hull then knows its lead, and the workers Close's limit.
+    notify(&env, "account:update", &[id("known.com")]).await;
+    env.drain_with_retries(Duration::from_secs(30))
+        .await
+        .expect("drain");
+    assert_eq!(env.leads_with_url("known.com").len(), 1);
+
+    let mut ids: Vec<String> = names.iter().map(|d| id(d)).collect();
+    ids.push(id("skip.com"));
+    ids.push(id("known.com"));
+    notify(&env, "account:update", &ids).await;
+    let users: Vec<String> = ["ann@n1.com", "bob@n1.com"]
+        .iter()
+        .map(|e| env.hull.find_user("email", e).expect("user").id)
+        .collect();
+    notify(&env, "user:update", &users).await;
+    // The first pass: every new account deferred; the users wait for n1.com.
+    env.drain().await.expect("drain");
+    let store = env.store().expect("store");
+    let waiting = store.retries(None, 100).await.expect("retries");
+    let accounts_waiting: Vec<_> = waiting
+        .iter()
+        .filter(|r| r.job_name == "outgoing_account")
+        .collect();
+    assert_eq!(accounts_waiting.len(), 10, "{waiting:?}");
+    for r in &accounts_waiting {
+        assert!(r.last_error.starts_with("deferred:"), "{r:?}");
+        assert_eq!(r.attempts, 0, "a deferral burns no attempt: {r:?}");
+    }
+    // The users joined n1.com's gathering and wait for its lead.
+    let users_waiting: Vec<_> = waiting
+        .iter()
+        .filter(|r| r.job_name == "outgoing_user")
+        .collect();
+    assert_eq!(users_waiting.len(), 2, "{waiting:?}");
+    assert!(users_waiting
+        .iter()
+        .all(|r| r.last_error == "deferred: a new lead gathers its contacts"));
+    // The creates booked on the lane (beyond the gathering) come back one place apart.
+    let mut booked: Vec<_> = accounts_waiting
+        .iter()
+        .filter(|r| r.last_error.contains("budget is busy"))
+        .map(|r| r.next_attempt_at)
+        .collect();
+    booked.sort();
+    assert!(booked.len() >= 3, "a slow budget books places: {waiting:?}");
+    for pair in booked.windows(2) {
+        let gap = (pair[1] - pair[0]).num_milliseconds();
+        assert!(gap >= 400, "one place apart (0.5 s): {booked:?}");
+    }
+
+    env.drain_with_retries(Duration::from_secs(60))
+        .await
+        .expect("drain");
+    for d in names.iter().chain(["known.com"].iter()) {
+        assert_eq!(env.leads_with_url(d).len(), 1, "{d}: exactly one lead");
+    }
+    assert!(env.leads_with_url("skip.com").is_empty(), "not synced");
+    let creates: Vec<_> = env
+        .close
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/lead/") && r.status < 300)
+        .collect();
+    assert_eq!(creates.len(), 11, "each lead created once");
+    let n1 = creates
+        .iter()
+        .find(|r| r.body.as_ref().is_some_and(|b| b["url"] == json!("n1.com")))
+        .expect("n1.com created");
+    assert_eq!(
+        n1.body.as_ref().expect("body")["contacts"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "the users' contacts nested"
+    );
+    assert_eq!(env.close.contacts().len(), 2);
+    env.cleanup().await;
+}

@@ -10,6 +10,7 @@ pub mod config;
 pub mod fairness;
 pub mod firehose_sink;
 pub mod first_reads;
+pub mod gathering;
 pub mod incoming;
 pub mod lease;
 pub mod lookups;
@@ -241,6 +242,17 @@ pub fn note_settings_version(version: i64) {
     let _ = SETTINGS_SEEN.try_with(|c| c.set(Some(version)));
 }
 
+/// The job as it is recorded when deferred: with the group whose slot was `booked` for it, if
+/// any (its requests of that group then wait for their slot instead of giving way).
+pub fn deferred_envelope(env: &Envelope, booked: Option<&'static str>) -> Envelope {
+    let mut next = env.clone();
+    next.deferrals += u32::from(booked.is_some());
+    if let Some(group) = booked.filter(|g| !next.booked_groups.iter().any(|b| b == g)) {
+        next.booked_groups.push(group.to_owned());
+    }
+    next
+}
+
 /// The worker's counters of rare events, exported at 0 from the start (see
 /// `common::telemetry::declare_counter`): the failure outcomes of every job kind, split
 /// firehose batches, incoming imports, and the Close client's.
@@ -470,11 +482,7 @@ impl Worker {
             // Not a failure: no error is recorded and no attempt is burnt.
             let at = Utc::now()
                 + chrono::Duration::from_std(*after).unwrap_or_else(|_| chrono::Duration::hours(1));
-            let mut next = env.clone();
-            next.deferrals += u32::from(booked.is_some());
-            if let Some(group) = booked.filter(|g| !next.booked_groups.iter().any(|b| b == g)) {
-                next.booked_groups.push(group.to_owned());
-            }
+            let next = deferred_envelope(env, *booked);
             ctx.store.defer(&next, &e.to_string(), at).await?;
             tracing::debug!(job = env.job.name(), after = ?after, "job deferred: its tenant's Close budget is busy");
             return Ok(Disposition::Deferred);
@@ -680,6 +688,12 @@ impl Worker {
             }
             return count;
         }
+        // The bundle's new accounts and users take their first pass together, in one place
+        // (see `gathering::defer_bundle`).
+        let envs = {
+            let _slot = self.ctx.job_slots.acquire().await;
+            gathering::defer_bundle(&self.ctx, envs).await
+        };
         let slots = &self.ctx.job_slots;
         let unrecorded: Vec<Envelope> = futures::stream::iter(envs)
             .map(|env| async move {

@@ -20,11 +20,11 @@ use crate::outcome::{Action, Outcome};
 use crate::tenant::{tenant, Tenant};
 use crate::{Ctx, JobError};
 
-fn object<'a>(v: &'a Value, field: &str) -> Option<&'a Map<String, Value>> {
+pub(crate) fn object<'a>(v: &'a Value, field: &str) -> Option<&'a Map<String, Value>> {
     v.get(field).and_then(Value::as_object)
 }
 
-fn segment_ids(v: &Value, field: &str) -> Vec<String> {
+pub(crate) fn segment_ids(v: &Value, field: &str) -> Vec<String> {
     v.get(field)
         .and_then(Value::as_array)
         .map(|a| {
@@ -36,7 +36,7 @@ fn segment_ids(v: &Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+pub(crate) fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     m.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
@@ -101,85 +101,13 @@ pub async fn account(
         .metadata
         .get(&ctx.store, &ctx.close, &t.connector, ctx.cfg.metadata_ttl)
         .await?;
-    if let Some(deferred) = defer_while_gathering(ctx, &t, account, hull_id).await? {
+    if let Some(deferred) =
+        crate::gathering::defer_while_gathering(ctx, &t, account, hull_id).await?
+    {
         return Err(deferred);
     }
     let (outcome, _lead_id) = sync(ctx, &t, &meta, Target::Lead { account }, None, true).await?;
     Ok(outcome)
-}
-
-/// A new account (Hull holds no Close id for it) whose lead is gathering its contacts is
-/// deferred first thing, without a lease or a sync-state read: a gathering exists only while
-/// the account has no lead. The create's place on the lead writes' deferral lane is booked
-/// now, so that in a burst the job — and the users that wait for it — come back once, when
-/// the budget can serve the create, instead of at the gathering's end and then again for the
-/// budget. A job that comes back at the gathering's end while its process knows the lead
-/// writes to be booked takes its place on the lane the same way. Returns the deferral, or
-/// `None` to sync.
-async fn defer_while_gathering(
-    ctx: &Ctx,
-    t: &Tenant,
-    account: &Map<String, Value>,
-    account_key: &str,
-) -> Result<Option<JobError>, JobError> {
-    let gather = ctx.cfg.new_lead_gather;
-    let lead_write = EndpointGroup::LeadWrite.as_str();
-    // A job that comes back for its booked create goes straight to it.
-    if gather.is_zero()
-        || str_field(account, "closeio/id").is_some()
-        || common::closeio::is_booked(lead_write)
-    {
-        return Ok(None);
-    }
-    let cid = t.connector.id.as_str();
-    let Some(g) = ctx.store.gather_lead(cid, account_key, gather).await? else {
-        return Ok(None);
-    };
-    if g.due_in.is_zero() {
-        // The gathering is over. While this process knows the tenant's lead writes to be
-        // booked, the create would only be refused: its place on their deferral lane is
-        // booked at once, before a lease or a claim is taken.
-        if g.claimed
-            || g.creator_back_in.is_some()
-            || ctx
-                .close
-                .check_booked(&t.key, EndpointGroup::LeadWrite)
-                .is_ok()
-        {
-            return Ok(None);
-        }
-    } else {
-        let body = mapping::lead_body(&t.settings, account, false);
-        look_up_while_gathering(ctx, t, account_key, &body);
-    }
-    if let Some(back_in) = g.creator_back_in {
-        // Another job of the account is booked to create the lead.
-        return Ok(Some(JobError::Deferred {
-            after: g.due_in.max(back_in),
-            booked: None,
-        }));
-    }
-    // The create's place among the tenant's deferred lead writes: at the gathering's end
-    // when the budget can serve it then, later in a burst (each new lead of the burst takes
-    // the next place, so they come back spread at the rate the budget serves them).
-    let slot_in = ctx.close.defer(&t.key.fingerprint(), lead_write).await?;
-    let after = slot_in
-        .saturating_sub(crate::fairness::RETURN_EARLY)
-        .max(g.due_in);
-    if after.is_zero() {
-        // The gathering is over and the lane is free after all: create now.
-        return Ok(None);
-    }
-    // Booked only when the lane places it beyond the gathering (with a free budget, it comes
-    // back at the gathering's end like any job).
-    let booked = after > g.due_in;
-    if booked {
-        ctx.store.note_creator_back(cid, account_key, after).await?;
-    }
-    Ok(Some(JobError::Deferred {
-        after,
-        booked: booked.then_some(lead_write),
-    }))
 }
 
 /// What is written: an account as a lead, or a user as a contact under its lead. Everything
@@ -456,18 +384,6 @@ fn log_unchanged(kind: EntityKind, hull_id: &str, close_id: &str) {
     }
 }
 
-/// How long after a gathering is due a user waiting for it comes back: time for the lead's
-/// creation to be committed.
-const GATHER_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// How long after its lead's creator is booked to come back a user waiting for it comes back.
-/// The creator comes back `fairness::RETURN_EARLY` before its slot, creates the lead in it and
-/// commits; the commit deletes the users' scheduled returns, so a user that comes back only
-/// after that costs nothing more. One that came back at the same moment as the creator would
-/// find the lead being created and wait for it in a worker's place; one whose creator was
-/// deferred again meanwhile comes back and waits for it again.
-const CREATOR_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// Passes `r`, the result of a Close write of `body`, through, recording `body` for the job's
 /// dead letter when the write failed (not when it was only deferred). Only write calls are
 /// wrapped, so the body recorded is the one Close refused.
@@ -708,7 +624,12 @@ fn identifier_value(t: &Tenant, body: &Map<String, Value>) -> Option<Value> {
 /// searches when they arrive, instead of one search per creator when each one's turn in the
 /// budget comes. A lookup that found no lead serves the create of the gathering's next claim
 /// (only while nobody has claimed it, so never after a create may have been sent).
-fn look_up_while_gathering(ctx: &Ctx, t: &Tenant, account_key: &str, body: &Map<String, Value>) {
+pub(crate) fn look_up_while_gathering(
+    ctx: &Ctx,
+    t: &Tenant,
+    account_key: &str,
+    body: &Map<String, Value>,
+) {
     if let Some(value) = identifier_value(t, body) {
         ctx.early_lookups.start(
             t.key.clone(),
@@ -1019,12 +940,7 @@ async fn lead_of(
         // create (this job then waits for the account's lease, and finds its contact made).
         // When the contact is created nested, the creator's commit also deletes this job's
         // scheduled return: a gathered user's job runs once.
-        let pending = PendingContact {
-            user_id: str_field(user, "id").unwrap_or_default().to_owned(),
-            body: mapping::contact_body(&t.settings, user, PENDING_LEAD_ID),
-            claims: claims_from(user, &["id", "email", "external_id"]),
-            job_id: Some(job_id),
-        };
+        let pending = pending_contact(t, user, job_id);
         let Some(common::store::Joined {
             gathering: g,
             joined,
@@ -1049,11 +965,7 @@ async fn lead_of(
         let wait = if common::closeio::is_booked(EndpointGroup::LeadWrite.as_str()) {
             std::time::Duration::ZERO
         } else {
-            match g.creator_back_in {
-                Some(back_in) => (g.due_in + GATHER_MARGIN).max(back_in + CREATOR_MARGIN),
-                None if g.due_in.is_zero() => std::time::Duration::ZERO,
-                None => g.due_in + GATHER_MARGIN,
-            }
+            crate::gathering::user_wait(&g)
         };
         if joined && !wait.is_zero() {
             return Err(JobError::Deferred {
@@ -1065,6 +977,21 @@ async fn lead_of(
     tracing::info!(account_id = %account_id, "the user's account has no lead yet: creating it first");
     let (_, lead_id) = sync(ctx, t, meta, Target::Lead { account }, None, false).await?;
     Ok(lead_id)
+}
+
+/// A user's contact as it joins its account's gathering (its `lead_id` a placeholder until the
+/// lead exists), added by job `job_id`.
+pub(crate) fn pending_contact(
+    t: &Tenant,
+    user: &Map<String, Value>,
+    job_id: uuid::Uuid,
+) -> PendingContact {
+    PendingContact {
+        user_id: str_field(user, "id").unwrap_or_default().to_owned(),
+        body: mapping::contact_body(&t.settings, user, PENDING_LEAD_ID),
+        claims: claims_from(user, &["id", "email", "external_id"]),
+        job_id: Some(job_id),
+    }
 }
 
 /// Whether the user has a contact in Close already (in its sync state — `recorded`, if the

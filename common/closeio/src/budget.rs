@@ -134,6 +134,22 @@ pub fn is_booked(group: &str) -> bool {
     DEFERRING.try_with(|d| d.is_booked(group)).unwrap_or(false)
 }
 
+/// Places booked on a deferral lane (see [`Budget::defer`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LanePlaces {
+    /// How long from now the first place is.
+    pub first: Duration,
+    /// How far apart the places are (the group's spacing).
+    pub spacing: Duration,
+}
+
+impl LanePlaces {
+    /// How long from now place `i` (from 0) is.
+    pub fn nth(&self, i: u32) -> Duration {
+        self.first + self.spacing * i
+    }
+}
+
 /// A budget failed (its store is unreachable); the request was not sent.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -155,13 +171,15 @@ pub trait Budget: Send + Sync + 'static {
         max_wait: Option<Duration>,
     ) -> BoxFuture<'a, Result<Slot, BudgetError>>;
 
-    /// Books the return of a deferred job of `group` for `key`: one spacing after the last
-    /// deferred job, never before the slots already reserved. Returns how long from now.
+    /// Books the returns of `places` deferred jobs of `group` for `key`: the first one spacing
+    /// after the last deferred job (never before the slots already reserved), the others one
+    /// spacing apart after it.
     fn defer<'a>(
         &'a self,
         key: &'a str,
         group: &'static str,
-    ) -> BoxFuture<'a, Result<Duration, BudgetError>>;
+        places: u32,
+    ) -> BoxFuture<'a, Result<LanePlaces, BudgetError>>;
 
     /// Sets the spacing of `group` for `key` (learned from Close's headers).
     fn set_spacing<'a>(
@@ -353,15 +371,21 @@ impl Budget for LocalBudget {
         &'a self,
         key: &'a str,
         group: &'static str,
-    ) -> BoxFuture<'a, Result<Duration, BudgetError>> {
+        places: u32,
+    ) -> BoxFuture<'a, Result<LanePlaces, BudgetError>> {
         let now = self.now();
         let mut state = self.state.lock();
-        let wait = state.get_mut(&(key.to_owned(), group)).map_or(0.0, |e| {
-            let at = e.defer_tat.max(e.tat).max(e.paused_until).max(now);
-            e.defer_tat = at + e.spacing.as_secs_f64();
-            at - now
-        });
-        Box::pin(std::future::ready(Ok(Duration::from_secs_f64(wait))))
+        let lane = state
+            .get_mut(&(key.to_owned(), group))
+            .map_or(LanePlaces::default(), |e| {
+                let at = e.defer_tat.max(e.tat).max(e.paused_until).max(now);
+                e.defer_tat = at + e.spacing.as_secs_f64() * f64::from(places.max(1));
+                LanePlaces {
+                    first: Duration::from_secs_f64(at - now),
+                    spacing: e.spacing,
+                }
+            });
+        Box::pin(std::future::ready(Ok(lane)))
     }
 
     fn set_spacing<'a>(
@@ -543,8 +567,16 @@ mod tests {
         };
         assert!(wait < Duration::from_millis(3050), "{wait:?}");
         // Deferred callers are booked one spacing apart after the reserved slots.
-        let d1 = b.defer("k", "search").await.unwrap();
-        let d2 = b.defer("k", "search").await.unwrap();
+        let d1 = b.defer("k", "search", 1).await.unwrap().first;
+        let lane = b.defer("k", "search", 3).await.unwrap();
+        let d2 = lane.first;
+        // Three places one spacing apart: the next caller's place comes after the third.
+        assert_eq!(lane.nth(2) - lane.nth(1), spacing);
+        let d3 = b.defer("k", "search", 1).await.unwrap().first;
+        assert!(
+            (d3.as_secs_f64() - lane.nth(2).as_secs_f64() - 0.1).abs() < 0.01,
+            "{lane:?} {d3:?}"
+        );
         assert!(d1 > Duration::from_millis(3000), "{d1:?}");
         assert!(
             (d2.as_secs_f64() - d1.as_secs_f64() - 0.1).abs() < 0.01,

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::budget::{Budget, Learner, LocalBudget, Slot};
+use super::budget::{Budget, LanePlaces, Learner, LocalBudget, Slot};
 use super::error::CloseError;
 use super::model::{ApiKey, ListPage};
 use super::rate_limit::{parse_rate_limit_header, proactive_wait, rate_limit_wait};
@@ -444,15 +444,25 @@ impl CloseClient {
     /// [`CloseError::BudgetBusy`]): deferred jobs come back one spacing apart, after the slots
     /// already reserved. Returns how long from now.
     pub async fn defer(&self, key_fp: &str, group: &'static str) -> Result<Duration, CloseError> {
-        let after = self
+        Ok(self.defer_places(key_fp, group, 1).await?.first)
+    }
+
+    /// [`CloseClient::defer`] for `places` jobs at once (one place each, one spacing apart).
+    pub async fn defer_places(
+        &self,
+        key_fp: &str,
+        group: &'static str,
+        places: u32,
+    ) -> Result<LanePlaces, CloseError> {
+        let lane = self
             .inner
             .budget
-            .defer(key_fp, group)
+            .defer(key_fp, group, places)
             .await
             .map_err(|e| CloseError::Budget(e.to_string()))?;
         // New work of the key waits behind the deferred jobs.
-        self.note_booked(key_fp, group, after);
-        Ok(after)
+        self.note_booked(key_fp, group, lane.nth(places.max(1) - 1));
+        Ok(lane)
     }
 
     /// Remembers that `group` of `key_fp` is booked for `after` from now (a later end wins).

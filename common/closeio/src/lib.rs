@@ -15,7 +15,9 @@ pub mod rate_limit;
 pub mod webhook;
 
 pub use api::{format_close_datetime, SEARCH_LEAD_FIELDS};
-pub use budget::{deferring, is_booked, Budget, BudgetError, Deferring, LocalBudget, Slot};
+pub use budget::{
+    deferring, is_booked, Budget, BudgetError, Deferring, LanePlaces, LocalBudget, Slot,
+};
 pub use client::{
     CloseClient, CloseClientConfig, EndpointGroup, DEFAULT_BASE_URL, DEFAULT_INITIAL_RPS,
 };

@@ -118,24 +118,37 @@ impl Store {
     /// too fast only brings jobs back early, to be deferred again at the spacing the first
     /// answers teach; with nothing learned for the key at all, nothing is booked.
     pub async fn budget_defer(&self, key_fp: &str, group: &str) -> Result<Duration, StoreError> {
+        Ok(self.budget_defer_places(key_fp, group, 1).await?.0)
+    }
+
+    /// Books `places` consecutive places on the deferral lane of (`key_fp`, `group`) in one
+    /// statement. Returns how long from now the first one is, and the spacing between them.
+    pub async fn budget_defer_places(
+        &self,
+        key_fp: &str,
+        group: &str,
+        places: u32,
+    ) -> Result<(Duration, Duration), StoreError> {
         let c = self.pool.get().await?;
+        let places = i64::from(places.max(1));
         let row = c
             .query_opt_p(
                 "INSERT INTO close_budgets AS b (key_fp, grp, spacing_us, burst, tat, defer_tat)
                  SELECT $1, $2, min(spacing_us), 1, clock_timestamp(),
-                        clock_timestamp() + make_interval(secs => min(spacing_us) / 1e6)
+                        clock_timestamp() + make_interval(secs => $3::bigint * min(spacing_us) / 1e6)
                  FROM close_budgets WHERE key_fp = $1
                  HAVING count(*) > 0
                  ON CONFLICT (key_fp, grp) DO UPDATE
                    SET defer_tat = GREATEST(b.defer_tat, b.tat, b.paused_until, clock_timestamp())
-                                   + make_interval(secs => b.spacing_us / 1e6)
+                                   + make_interval(secs => $3::bigint * b.spacing_us / 1e6)
                  RETURNING GREATEST(0, (EXTRACT(EPOCH FROM defer_tat - clock_timestamp()) * 1e6)::bigint
-                                       - spacing_us) AS wait_us",
-                &[&key_fp, &group],
+                                       - $3::bigint * spacing_us) AS wait_us, spacing_us",
+                &[&key_fp, &group, &places],
             )
             .await?;
-        Ok(row.map_or(Duration::ZERO, |r| {
-            Duration::from_micros(u64::try_from(r.get::<_, i64>("wait_us")).unwrap_or(0))
+        let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        Ok(row.map_or((Duration::ZERO, Duration::ZERO), |r| {
+            (micros(r.get("wait_us")), micros(r.get("spacing_us")))
         }))
     }
 

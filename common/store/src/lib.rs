@@ -612,6 +612,45 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::defer`] for several jobs in one statement (a bundle's first pass): each job
+    /// with the time it comes back and the reason.
+    pub async fn defer_all(
+        &self,
+        deferred: &[(Envelope, DateTime<Utc>, String)],
+    ) -> Result<(), StoreError> {
+        if deferred.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = deferred.iter().map(|(e, ..)| e.id).collect();
+        let connectors: Vec<&str> = deferred
+            .iter()
+            .map(|(e, ..)| e.connector_id.as_str())
+            .collect();
+        let names: Vec<&str> = deferred.iter().map(|(e, ..)| e.job.name()).collect();
+        let keys: Vec<Option<String>> = deferred.iter().map(|(e, ..)| e.job.entity_key()).collect();
+        // Serialised straight into the parameter, without a `Value` tree in between.
+        let bodies: Vec<tokio_postgres::types::Json<&Envelope>> = deferred
+            .iter()
+            .map(|(e, ..)| tokio_postgres::types::Json(e))
+            .collect();
+        let attempts: Vec<i32> = deferred.iter().map(|(e, ..)| e.attempt as i32).collect();
+        let ats: Vec<DateTime<Utc>> = deferred.iter().map(|(_, at, _)| *at).collect();
+        let reasons: Vec<&str> = deferred.iter().map(|(.., r)| r.as_str()).collect();
+        let c = self.pool.get().await?;
+        c.execute_p(
+            "INSERT INTO retries (id, connector_id, job_name, entity_key, envelope, attempts, last_error, state, next_attempt_at)
+             SELECT id, connector_id, job_name, entity_key, envelope, attempts, reason, 'scheduled', at
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int4[],
+                         $7::text[], $8::timestamptz[])
+                  AS d(id, connector_id, job_name, entity_key, envelope, attempts, reason, at)
+             ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope, state = 'scheduled',
+               next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()",
+            &[&ids, &connectors, &names, &keys, &bodies, &attempts, &reasons, &ats],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Records a dead letter with every error seen (those recorded with earlier retries too).
     pub async fn dead_letter(
         &self,

@@ -2,6 +2,7 @@
 //! `V8__pending_leads.sql`), so that one `POST /lead/` creates a lead with its contacts nested.
 //! Every call is one statement or one short transaction: nothing is held across a Close call.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -181,6 +182,63 @@ impl Store {
         Ok(row.as_ref().map(gathering))
     }
 
+    /// [`Store::gather_lead`] for several accounts of one connector in one statement (the
+    /// first pass of a bundle's new accounts). Each key at most once; an account whose lead is
+    /// known has no entry.
+    pub async fn gather_leads(
+        &self,
+        connector_id: &str,
+        account_keys: &[&str],
+        gather: Duration,
+    ) -> Result<HashMap<String, Gathering>, StoreError> {
+        if account_keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let c = self.pool.get().await?;
+        let rows = c
+            .query_p(
+                // DISTINCT: one command cannot update a row twice.
+                "INSERT INTO pending_leads (connector_id, account_key, due_at)
+                 SELECT $1, k, clock_timestamp() + make_interval(secs => $3)
+                 FROM (SELECT DISTINCT unnest($2::text[]) AS k) keys
+                 WHERE NOT EXISTS (SELECT 1 FROM sync_state
+                                   WHERE connector_id = $1 AND kind = 'account' AND hull_id = k
+                                     AND close_id IS NOT NULL)
+                 ON CONFLICT (connector_id, account_key) DO UPDATE SET due_at = pending_leads.due_at
+                 RETURNING GREATEST(0, EXTRACT(EPOCH FROM due_at - clock_timestamp()))::float8, claimed,
+                           EXTRACT(EPOCH FROM retry_at - clock_timestamp())::float8, account_key",
+                &[&connector_id, &account_keys, &gather.as_secs_f64()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(3), gathering(r)))
+            .collect())
+    }
+
+    /// [`Store::note_creator_back`] for several accounts of one connector in one statement.
+    pub async fn note_creators_back(
+        &self,
+        connector_id: &str,
+        backs: &[(&str, Duration)],
+    ) -> Result<(), StoreError> {
+        if backs.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = backs.iter().map(|(k, _)| *k).collect();
+        let secs: Vec<f64> = backs.iter().map(|(_, d)| d.as_secs_f64()).collect();
+        let c = self.pool.get().await?;
+        c.execute_p(
+            "UPDATE pending_leads p SET retry_at = clock_timestamp() + make_interval(secs => b.secs)
+             FROM (SELECT DISTINCT ON (k) k, secs FROM unnest($2::text[], $3::float8[]) AS u(k, secs)
+                   ORDER BY k, secs DESC) b
+             WHERE p.connector_id = $1 AND p.account_key = b.k AND NOT p.claimed",
+            &[&connector_id, &keys, &secs],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Records that the job that will create the account's lead comes back in `back_in` (its
     /// place on the budget's deferral lane was booked while the lead gathers): users that
     /// join wait for it rather than try to create the lead at the gathering's end.
@@ -306,6 +364,85 @@ impl Store {
             gathering: gathering(&row),
             joined: row.get(3),
         }))
+    }
+
+    /// [`Store::join_gathering`] for several users of one connector in one statement (the
+    /// first pass of a bundle's new users): `(account key, contact)` each, each user once.
+    /// A user whose account's lead is known, or whose contact is recorded, joins nothing and
+    /// has no entry; the others have theirs, by user id.
+    pub async fn join_gatherings(
+        &self,
+        connector_id: &str,
+        gather: Duration,
+        contacts: &[(&str, &PendingContact)],
+    ) -> Result<HashMap<String, Joined>, StoreError> {
+        if contacts.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys: Vec<&str> = contacts.iter().map(|(k, _)| *k).collect();
+        let users: Vec<&str> = contacts.iter().map(|(_, c)| c.user_id.as_str()).collect();
+        let bodies: Vec<Value> = contacts
+            .iter()
+            .map(|(_, c)| Value::Object(c.body.clone()))
+            .collect();
+        let claims: Vec<Value> = contacts
+            .iter()
+            .map(|(_, c)| Value::Object(c.claims.clone()))
+            .collect();
+        let jobs: Vec<Option<Uuid>> = contacts.iter().map(|(_, c)| c.job_id).collect();
+        let c = self.pool.get().await?;
+        let rows = c
+            .query_p(
+                "WITH fresh AS (
+                   SELECT r.* FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::uuid[])
+                                   AS r(account_key, user_id, body, claims, job_id)
+                   WHERE NOT EXISTS (SELECT 1 FROM sync_state
+                                     WHERE connector_id = $1 AND kind = 'account'
+                                       AND hull_id = r.account_key AND close_id IS NOT NULL)
+                     AND NOT EXISTS (SELECT 1 FROM sync_state
+                                     WHERE connector_id = $1 AND kind = 'user'
+                                       AND hull_id = r.user_id AND close_id IS NOT NULL)),
+                 g AS (
+                   INSERT INTO pending_leads (connector_id, account_key, due_at)
+                   SELECT $1, k, clock_timestamp() + make_interval(secs => $2)
+                   FROM (SELECT DISTINCT account_key AS k FROM fresh) keys
+                   ON CONFLICT (connector_id, account_key) DO UPDATE SET due_at = pending_leads.due_at
+                   RETURNING account_key, due_at, claimed, retry_at, sealed),
+                 joined AS (
+                   INSERT INTO pending_contacts (connector_id, account_key, user_id, body, claims, job_id)
+                   SELECT $1, fresh.account_key, fresh.user_id, fresh.body, fresh.claims, fresh.job_id
+                   FROM fresh JOIN g USING (account_key) WHERE NOT g.sealed
+                   ON CONFLICT (connector_id, account_key, user_id)
+                     DO UPDATE SET body = EXCLUDED.body, claims = EXCLUDED.claims, job_id = EXCLUDED.job_id
+                   RETURNING user_id)
+                 SELECT GREATEST(0, EXTRACT(EPOCH FROM g.due_at - clock_timestamp()))::float8, g.claimed,
+                        EXTRACT(EPOCH FROM g.retry_at - clock_timestamp())::float8,
+                        EXISTS (SELECT 1 FROM joined WHERE joined.user_id = fresh.user_id),
+                        fresh.user_id
+                 FROM fresh JOIN g USING (account_key)",
+                &[
+                    &connector_id,
+                    &gather.as_secs_f64(),
+                    &keys,
+                    &users,
+                    &bodies,
+                    &claims,
+                    &jobs,
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, String>(4),
+                    Joined {
+                        gathering: gathering(row),
+                        joined: row.get(3),
+                    },
+                )
+            })
+            .collect())
     }
 
     /// Claims the account's gathering lead when it is due (the caller holds the account's
