@@ -27,6 +27,14 @@ async fn connector(db: &TestDb) {
     .unwrap_or_else(|e| panic!("insert connector: {e}"));
 }
 
+/// Runs `sql` on the store's database.
+async fn exec(s: &Store, sql: &str) {
+    let c = s.pool().get().await.expect("conn");
+    c.batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 fn state(close_id: &str) -> SyncState {
     SyncState {
         close_id: Some(close_id.into()),
@@ -688,14 +696,11 @@ async fn a_bundles_first_pass_statements_do_what_one_jobs_do() {
     let db = TestDb::create().await.expect("db");
     connector(&db).await;
     let s = worker_store(&db);
-    {
-        let c = s.pool().get().await.expect("conn");
-        c.batch_execute(
-            "INSERT INTO sync_state (connector_id, kind, hull_id, close_id) VALUES ('c1', 'account', 'acc_known', 'lead_known')",
-        )
-        .await
-        .expect("sql");
-    }
+    exec(
+        &s,
+        "INSERT INTO sync_state (connector_id, kind, hull_id, close_id) VALUES ('c1', 'account', 'acc_known', 'lead_known')",
+    )
+    .await;
     let gather = Duration::from_secs(5);
     // acc_2 has a gathering already, started by a user's job a moment ago.
     s.gather_lead("c1", "acc_2", gather).await.expect("gather");
@@ -795,16 +800,13 @@ async fn a_bundles_users_join_their_gatherings_together() {
     let db = TestDb::create().await.expect("db");
     connector(&db).await;
     let s = worker_store(&db);
-    {
-        let c = s.pool().get().await.expect("conn");
-        c.batch_execute(
-            "INSERT INTO sync_state (connector_id, kind, hull_id, close_id) VALUES
-               ('c1', 'account', 'acc_known', 'lead_known'),
-               ('c1', 'user', 'usr_known', 'cont_known')",
-        )
-        .await
-        .expect("sql");
-    }
+    exec(
+        &s,
+        "INSERT INTO sync_state (connector_id, kind, hull_id, close_id) VALUES
+           ('c1', 'account', 'acc_known', 'lead_known'),
+           ('c1', 'user', 'usr_known', 'cont_known')",
+    )
+    .await;
     let contact = |user: &str| PendingContact {
         user_id: user.into(),
         body: serde_json::json!({"name": user})

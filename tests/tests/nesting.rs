@@ -277,6 +277,23 @@ fn accounts(domains: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// A test environment whose Close allows 2 requests per second and group (so that a burst's
+/// creates wait for their turn), with new leads gathering for 1 s.
+async fn slow_close_env(accounts: Vec<Value>, users: Vec<Value>) -> TestEnv {
+    TestEnv::start(EnvOptions {
+        accounts,
+        users,
+        close: CloseConfig {
+            rate_limit_rps: Some(2.0),
+            ..CloseConfig::default()
+        },
+        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("test env")
+}
+
 /// Close already holds leads for `in_close` (created in Close's UI); every account of
 /// `domains` is sent and the queue drained: each domain then has exactly one lead, and Close's
 /// own leads were adopted, never created again.
@@ -347,17 +364,7 @@ async fn concurrent_lookups_share_a_search_and_adopt_what_close_holds() {
 async fn a_burst_of_new_accounts_is_looked_up_together_while_their_leads_gather() {
     let domains: Vec<String> = (1..=12).map(|i| format!("b{i}.com")).collect();
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let env = TestEnv::start(EnvOptions {
-        accounts: accounts(&names),
-        close: CloseConfig {
-            rate_limit_rps: Some(2.0),
-            ..CloseConfig::default()
-        },
-        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
-        ..EnvOptions::default()
-    })
-    .await
-    .expect("test env");
+    let env = slow_close_env(accounts(&names), Vec::new()).await;
     sync_accounts_some_in_close(&env, &names, &["b3.com", "b7.com"]).await;
     // Requests Close served (one answered 429 while the workers learn its limit is sent again).
     let served = |path: &str| {
@@ -472,18 +479,7 @@ async fn the_new_entities_of_a_bundle_take_their_first_pass_together() {
         .iter()
         .map(|e| json!({"email": e, "name": e.split('@').next(), "account_domain": "n1.com"}))
         .collect();
-    let env = TestEnv::start(EnvOptions {
-        accounts: all,
-        users,
-        close: CloseConfig {
-            rate_limit_rps: Some(2.0),
-            ..CloseConfig::default()
-        },
-        vars: vec![("NEW_LEAD_GATHER_SECS".into(), "1".into())],
-        ..EnvOptions::default()
-    })
-    .await
-    .expect("test env");
+    let env = slow_close_env(all, users).await;
     let id = |d: &str| env.hull.find_account("domain", d).expect("account").id;
     // known.com is synced first: Hull then knows its lead, and the workers Close's limit.
     notify(&env, "account:update", &[id("known.com")]).await;
