@@ -250,10 +250,10 @@ async fn defer_together(ctx: &Ctx, cid: &str, group: &[Envelope]) -> Result<Vec<
         let (Job::OutgoingAccount(m) | Job::OutgoingUser(m)) = &env.job else {
             continue;
         };
-        let (Some(account), Some(key)) = (
-            object(&m.message, "account"),
-            object(&m.message, "account").and_then(account_key),
-        ) else {
+        let Some(account) = object(&m.message, "account") else {
+            continue;
+        };
+        let Some(key) = account_key(account) else {
             continue;
         };
         let account_segments = segment_ids(&m.message, "account_segments");
@@ -271,7 +271,7 @@ async fn defer_together(ctx: &Ctx, cid: &str, group: &[Envelope]) -> Result<Vec<
                     continue;
                 };
                 let user_segments = segment_ids(&m.message, "segments");
-                let contact = pending_contact(&t, user, env.id);
+                let user_id = str_field(user, "id").unwrap_or_default();
                 if mapping::filter_user(
                     &t.settings,
                     &user_segments,
@@ -280,9 +280,9 @@ async fn defer_together(ctx: &Ctx, cid: &str, group: &[Envelope]) -> Result<Vec<
                     m.is_export,
                 )
                 .is_ok()
-                    && seen.insert(format!("user:{}", contact.user_id))
+                    && seen.insert(format!("user:{user_id}"))
                 {
-                    users.push((i, key, contact));
+                    users.push((i, key, pending_contact(&t, user, env.id)));
                 }
             }
         }
