@@ -245,6 +245,8 @@ struct Phase {
     requests: Vec<harness::sandbox::close::RequestRecord>,
     cpu: BTreeMap<String, f64>,
     postgres_cpu: f64,
+    /// Hull firehose calls the workers made.
+    firehose_calls: u64,
 }
 
 /// One row of the result table.
@@ -279,6 +281,7 @@ async fn phase(
     let done_before = finished_jobs(&http, procs).await;
     let published_before = published_jobs(&http, procs).await;
     env.close.clear_requests();
+    let firehose_before = env.hull.firehose_calls();
     let started = Instant::now();
     let accounts: Vec<String> = env.hull.accounts().into_iter().map(|a| a.id).collect();
     let users: Vec<String> = env.hull.users().into_iter().map(|u| u.id).collect();
@@ -332,6 +335,7 @@ async fn phase(
         requests: env.close.requests(),
         cpu,
         postgres_cpu: postgres_cpu(pg).await - pg_before,
+        firehose_calls: env.hull.firehose_calls() - firehose_before,
     })
 }
 
@@ -578,11 +582,12 @@ fn print_row(args: &ScaleArgs, row: &Row) {
         .map(|(_, mb)| *mb)
         .fold(0.0, f64::max);
     println!(
-        "| {} | {} | {:.2} % | {:.2} | {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} / {:.3} | {:.1} / {:.1} | {:.1} s / {:.1} s / {:.1} s | {} / {} | {} | {} | {} |",
+        "| {} | {} | {:.2} % | {:.2} | {:.2} | {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} / {:.3} | {:.1} / {:.1} | {:.1} s / {:.1} s / {:.1} s | {} / {} | {} | {} | {} |",
         row.workers,
         per_group.join(", "),
         100.0 * limited as f64 / total.max(1) as f64,
         total as f64 / accounts,
+        n.firehose_calls as f64 / accounts,
         cpu_ms(n, "ingest"),
         cpu_ms(n, "worker"),
         cpu_ms(n, "scheduler"),
@@ -623,8 +628,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         args.accounts, args.users_per_account, args.rate_limit, args.concurrency, args.pool_size
     );
     println!();
-    println!("| workers | ok req/s per group (% of limit) | 429 share | Close req per new account | CPU ms per new entity: ingest / workers / scheduler / Postgres | CPU ms per unchanged entity (echo): ingest / workers / scheduler / Postgres | CPU ms per unchanged entity (re-sent): ingest / workers / scheduler / Postgres | peak RSS MB: ingest / largest worker | wall: new / echo / re-sent | leads / contacts in Close | Close req when unchanged | duplicates | Postgres connections of one worker (max) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| workers | ok req/s per group (% of limit) | 429 share | Close req per new account | Hull firehose calls per new account | CPU ms per new entity: ingest / workers / scheduler / Postgres | CPU ms per unchanged entity (echo): ingest / workers / scheduler / Postgres | CPU ms per unchanged entity (re-sent): ingest / workers / scheduler / Postgres | peak RSS MB: ingest / largest worker | wall: new / echo / re-sent | leads / contacts in Close | Close req when unchanged | duplicates | Postgres connections of one worker (max) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         print_row(&args, row);
     }

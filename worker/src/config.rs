@@ -63,6 +63,10 @@ pub struct WorkerConfig {
     /// How long a write-back waits for others to share its firehose call, in ms
     #[arg(env = "FIREHOSE_LINGER_MS", default_value = "20", value_parser = config::millis)]
     pub firehose_linger: Duration,
+    /// How long a write-back waits at most for the write-backs its connector's jobs in flight
+    /// have announced, in ms
+    #[arg(env = "FIREHOSE_LINGER_MAX_MS", default_value = "500", value_parser = config::millis)]
+    pub firehose_linger_max: Duration,
 }
 
 impl Settings for WorkerConfig {

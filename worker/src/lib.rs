@@ -330,6 +330,7 @@ impl Worker {
             hull.clone(),
             cfg.firehose_batch,
             cfg.firehose_linger,
+            cfg.firehose_linger_max,
         );
         let first_reads = first_reads::FirstReads::spawn(store.clone());
         let lookups = lookups::LeadLookups::new(close.clone(), cfg.lookup_linger);

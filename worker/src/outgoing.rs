@@ -245,6 +245,10 @@ async fn sync(
             id.clone(),
         ));
     }
+    // A write-back is on its way: the connector's open firehose batch waits for it (see
+    // `firehose_sink`), so the creators of a burst, served one budget spacing apart, share
+    // one firehose call.
+    let write_back = ctx.firehose.expect(cid);
     let known_id = state
         .close_id
         .clone()
@@ -309,7 +313,7 @@ async fn sync(
     };
     let (mut entries, nested_states) = nested_contacts(t, meta, &answer, &close_id, &nested)?;
     entries.push(entry);
-    ctx.firehose.send(&t.creds, entries).await?;
+    write_back.send(&t.creds, entries).await?;
 
     let new_state = SyncState {
         close_id: Some(close_id.clone()),

@@ -71,6 +71,7 @@ pub(crate) async fn handle(
     headers: &HeaderMap,
     bytes: &[u8],
 ) -> Result<&'static str, ApiError> {
+    inner.store.lock().firehose_calls += 1;
     let fault = inner.fault.lock().clone();
     if fault.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;

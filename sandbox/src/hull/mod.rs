@@ -427,6 +427,11 @@ impl HullSim {
         self.inner.store.lock().firehose_log.clone()
     }
 
+    /// Firehose calls received so far (each carries a batch of entries).
+    pub fn firehose_calls(&self) -> u64 {
+        self.inner.store.lock().firehose_calls
+    }
+
     /// Bodies of `PUT /api/v1/{id}/status` calls (with `connector_id` added), in order.
     pub fn status_log(&self) -> Vec<Value> {
         self.inner.store.lock().status_log.clone()

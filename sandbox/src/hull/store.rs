@@ -305,6 +305,8 @@ pub(crate) struct Store {
     /// Recorded `track` events.
     pub(crate) events: Vec<Value>,
     pub(crate) firehose_log: Vec<FirehoseRecord>,
+    /// Firehose calls received (one carries a batch of entries).
+    pub(crate) firehose_calls: u64,
     pub(crate) status_log: Vec<Value>,
     pub(crate) notification_log: Vec<NotificationRecord>,
     /// Extract id → NDJSON.
