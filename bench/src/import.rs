@@ -77,6 +77,7 @@ fn start_sandbox(args: &ImportArgs, close_port: u16, hull_port: u16) -> anyhow::
         name: "simulators".into(),
         child,
         metrics_url: String::new(),
+        wrapped: false,
     })
 }
 

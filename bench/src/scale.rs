@@ -50,10 +50,27 @@ pub(crate) struct Proc {
     pub(crate) name: String,
     pub(crate) child: Child,
     pub(crate) metrics_url: String,
+    /// Started under `BENCH_WORKER_WRAPPER`: stopped with SIGINT, so that a profiler writes
+    /// its data and stops the process it runs.
+    pub(crate) wrapped: bool,
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.wrapped {
+            let pid = self.child.id().to_string();
+            let interrupted = Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .is_ok_and(|s| s.success());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while interrupted && Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -143,6 +160,7 @@ pub(crate) fn spawn(
         let level = std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into());
         (dir, level)
     });
+    let wrapped = !wrapper.is_empty();
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
@@ -176,6 +194,7 @@ pub(crate) fn spawn(
             name,
             child,
             metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            wrapped,
         },
         port,
     ))
