@@ -266,6 +266,11 @@ mod tests {
                 }
             }),
         );
+        serve(app).await
+    }
+
+    /// Serves `app` on a loopback port; returns its URL.
+    async fn serve(app: axum::Router) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -303,14 +308,7 @@ mod tests {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (format!("http://{addr}/"), calls)
+        (serve(app).await, calls)
     }
 
     fn creds(id: &str) -> HullCredentials {
