@@ -4,7 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use super::client::{decode, Call, CloseClient, EndpointGroup};
+use super::client::{decode, Body, Call, CloseClient, EndpointGroup};
 use super::error::CloseError;
 use super::model::{
     ApiKey, CustomField, CustomFieldObject, EventPage, EventQuery, LeadStatus, SearchPage,
@@ -92,12 +92,11 @@ impl CloseClient {
         body: &Map<String, Value>,
         in_slot: bool,
     ) -> Result<Value, CloseError> {
-        let body = Value::Object(body.clone());
         let mut call = Call::write(
             Method::POST,
             EndpointGroup::LeadWrite,
             vec!["lead"],
-            Some(&body),
+            Some(Body::Object(body)),
         );
         call.in_slot = in_slot;
         self.execute(key, &call).await
@@ -110,12 +109,11 @@ impl CloseClient {
         id: &str,
         body: &Map<String, Value>,
     ) -> Result<Value, CloseError> {
-        let body = Value::Object(body.clone());
         let call = Call::write(
             Method::PUT,
             EndpointGroup::LeadWrite,
             vec!["lead", id],
-            Some(&body),
+            Some(Body::Object(body)),
         );
         self.execute(key, &call).await
     }
@@ -242,7 +240,7 @@ impl CloseClient {
                 Method::POST,
                 EndpointGroup::Search,
                 vec!["data", "search"],
-                Some(body),
+                Some(Body::Json(body)),
             )
         };
         let raw = self.execute(key, &call).await?;
@@ -292,12 +290,11 @@ impl CloseClient {
         key: &ApiKey,
         body: &Map<String, Value>,
     ) -> Result<Value, CloseError> {
-        let body = Value::Object(body.clone());
         let call = Call::write(
             Method::POST,
             EndpointGroup::ContactWrite,
             vec!["contact"],
-            Some(&body),
+            Some(Body::Object(body)),
         );
         self.execute(key, &call).await
     }
@@ -309,12 +306,11 @@ impl CloseClient {
         id: &str,
         body: &Map<String, Value>,
     ) -> Result<Value, CloseError> {
-        let body = Value::Object(body.clone());
         let call = Call::write(
             Method::PUT,
             EndpointGroup::ContactWrite,
             vec!["contact", id],
-            Some(&body),
+            Some(Body::Object(body)),
         );
         self.execute(key, &call).await
     }
@@ -376,7 +372,7 @@ impl CloseClient {
             Method::POST,
             EndpointGroup::Webhook,
             vec!["webhook"],
-            Some(&body),
+            Some(Body::Json(&body)),
         );
         decode(self.execute(key, &call).await?)
     }
@@ -407,12 +403,11 @@ impl CloseClient {
         id: &str,
         patch: &Map<String, Value>,
     ) -> Result<WebhookSubscription, CloseError> {
-        let body = Value::Object(patch.clone());
         let call = Call::write(
             Method::PUT,
             EndpointGroup::Webhook,
             vec!["webhook", id],
-            Some(&body),
+            Some(Body::Object(patch)),
         );
         decode(self.execute(key, &call).await?)
     }

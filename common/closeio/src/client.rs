@@ -122,12 +122,29 @@ impl EndpointGroup {
 }
 
 /// One logical API call.
+/// A request body, borrowed from the caller: a write's body is serialised straight from the
+/// map the mapping built, never cloned into a `Value` first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Body<'a> {
+    Json(&'a Value),
+    Object(&'a Map<String, Value>),
+}
+
+impl serde::Serialize for Body<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Body::Json(v) => v.serialize(s),
+            Body::Object(m) => m.serialize(s),
+        }
+    }
+}
+
 pub(crate) struct Call<'a> {
     pub method: Method,
     pub group: EndpointGroup,
     pub segments: Vec<&'a str>,
     pub query: Vec<(&'static str, String)>,
-    pub body: Option<&'a Value>,
+    pub body: Option<Body<'a>>,
     /// Whether the client may re-send it on transient failures (reads only).
     pub read: bool,
     /// Whether the caller has waited for its slot already ([`CloseClient::await_slot`]): the
@@ -152,7 +169,7 @@ impl<'a> Call<'a> {
         method: Method,
         group: EndpointGroup,
         segments: Vec<&'a str>,
-        body: Option<&'a Value>,
+        body: Option<Body<'a>>,
     ) -> Self {
         Call {
             method,
@@ -557,7 +574,7 @@ impl CloseClient {
             request = request.query(&call.query);
         }
         if let Some(body) = call.body {
-            request = request.json(body);
+            request = request.json(&body);
         }
 
         let started = Instant::now();
