@@ -661,7 +661,7 @@ async fn concurrent_jobs_sharing_first_reads_each_get_their_own_answer() {
         let lead = state(&format!("lead_{i}"));
         synced(&s, EntityKind::Account, &format!("acc_{i}"), &lead).await;
     }
-    let reads = worker::first_reads::FirstReads::spawn(s.clone());
+    let reads = worker::first_reads::spawn(s.clone());
     let answers = futures::future::join_all((0..40).map(|i| {
         let reads = reads.clone();
         async move {
@@ -684,6 +684,22 @@ async fn concurrent_jobs_sharing_first_reads_each_get_their_own_answer() {
             assert_eq!(account, Some(SyncState::default()), "acc_{i}");
         }
     }
+    db.drop_db().await;
+}
+
+/// The connector versions of several jobs' checks, read in one statement: each id gets its own
+/// connector's version, in order, an unknown one none.
+#[tokio::test]
+async fn connector_versions_answer_each_id_in_order() {
+    let db = TestDb::create().await.expect("db");
+    connector(&db).await;
+    let s = worker_store(&db);
+    let one = s.connector_version("c1").await.expect("read").expect("c1");
+    let ids = ["c1", "nobody", "c1"].map(str::to_owned);
+    let versions = s.connector_versions(&ids).await.expect("read");
+    assert_eq!(versions, vec![Some(one.clone()), None, Some(one)]);
+    assert_eq!(s.connector_version("nobody").await.expect("read"), None);
+    assert!(s.connector_versions(&[]).await.expect("read").is_empty());
     db.drop_db().await;
 }
 

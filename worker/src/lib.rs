@@ -16,6 +16,7 @@ pub mod lease;
 pub mod lookups;
 pub mod outcome;
 pub mod outgoing;
+pub mod shared_reads;
 pub mod tenant;
 
 use std::sync::Arc;
@@ -332,7 +333,8 @@ impl Worker {
             cfg.firehose_linger,
             cfg.firehose_linger_max,
         );
-        let first_reads = first_reads::FirstReads::spawn(store.clone());
+        let first_reads = first_reads::spawn(store.clone());
+        let tenants = tenant::TenantCache::new(store.clone());
         let lookups = lookups::LeadLookups::new(close.clone(), cfg.lookup_linger);
         let early_lookups =
             lookups::EarlyLookups::spawn(lookups.clone(), store.clone(), cfg.lookup_linger);
@@ -350,7 +352,7 @@ impl Worker {
                 job_slots: Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1))),
                 cfg,
                 in_flight: Arc::new(std::sync::atomic::AtomicI64::new(0)),
-                tenants: tenant::TenantCache::default(),
+                tenants,
             }),
         })
     }

@@ -1,7 +1,8 @@
 //! The tenant of a job: its connector, parsed settings, Close API key and Hull credentials,
 //! loaded once per job by outgoing and incoming jobs alike. A parked connector is refused here
 //! (see `store::parking`), and the settings version read is noted for the parking race. A
-//! tenant is loaded once per settings version and kept ([`TenantCache`]).
+//! tenant is loaded once per settings version and kept ([`TenantCache`]). The version checks
+//! of the jobs in flight share a statement (`crate::shared_reads`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +12,9 @@ use parking_lot::Mutex;
 use common::closeio::ApiKey;
 use common::hull::HullCredentials;
 use common::mapping::Settings;
-use common::store::{Connector, ConnectorVersion};
+use common::store::{Connector, ConnectorVersion, Store};
 
+use crate::shared_reads::SharedReads;
 use crate::{Ctx, JobError};
 
 /// The connector, its parsed settings and API key, as a job needs them.
@@ -31,9 +33,27 @@ pub struct Tenant {
 /// only the connector's version row (no settings, metadata or secrets to transfer, decrypt and
 /// parse) and reuses the loaded tenant while the version, the metadata's fetch time and the
 /// parking are unchanged.
-#[derive(Default)]
 pub struct TenantCache {
     loaded: Mutex<HashMap<String, (ConnectorVersion, Arc<Tenant>)>>,
+    versions: SharedReads<String, Option<ConnectorVersion>>,
+}
+
+impl TenantCache {
+    /// An empty cache, and the task that reads the connector versions (needs a Tokio runtime).
+    pub fn new(store: Store) -> TenantCache {
+        let versions = SharedReads::spawn(
+            "connector version checks",
+            "worker_version_checks_batch",
+            move |ids: Vec<String>| {
+                let store = store.clone();
+                async move { store.connector_versions(&ids).await }
+            },
+        );
+        TenantCache {
+            loaded: Mutex::default(),
+            versions,
+        }
+    }
 }
 
 /// Connectors kept at most; beyond, the cache starts again (a deployment has a few).
@@ -42,8 +62,9 @@ const MAX_CACHED: usize = 1024;
 /// Loads the connector of a job and checks it can be used.
 pub async fn tenant(ctx: &Ctx, connector_id: &str) -> Result<Arc<Tenant>, JobError> {
     let version = ctx
-        .store
-        .connector_version(connector_id)
+        .tenants
+        .versions
+        .read(connector_id.to_owned())
         .await?
         .ok_or_else(|| JobError::Permanent(format!("unknown connector {connector_id}")))?;
     crate::note_settings_version(version.settings_version);

@@ -463,18 +463,41 @@ impl Store {
         &self,
         id: &str,
     ) -> Result<Option<ConnectorVersion>, StoreError> {
+        let mut versions = self.connector_versions(&[id.to_owned()]).await?;
+        Ok(versions.pop().flatten())
+    }
+
+    /// [`Store::connector_version`] of several connectors in one statement, in the order of
+    /// `ids` (`None` for an unknown one; an id may be asked more than once).
+    pub async fn connector_versions(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<ConnectorVersion>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let c = self.pool.get().await?;
-        let row = c
-            .query_opt_p(
-                "SELECT settings_version, metadata_fetched_at, parked_reason FROM connectors WHERE id = $1",
-                &[&id],
+        let rows = c
+            .query_p(
+                "SELECT id, settings_version, metadata_fetched_at, parked_reason FROM connectors
+                 WHERE id = ANY($1)",
+                &[&ids],
             )
             .await?;
-        Ok(row.map(|row| ConnectorVersion {
-            settings_version: row.get(0),
-            metadata_fetched_at: row.get(1),
-            parked_reason: row.get(2),
-        }))
+        let found: std::collections::HashMap<String, ConnectorVersion> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, String>(0),
+                    ConnectorVersion {
+                        settings_version: row.get(1),
+                        metadata_fetched_at: row.get(2),
+                        parked_reason: row.get(3),
+                    },
+                )
+            })
+            .collect();
+        Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
     }
 
     /// A connector with its secrets decrypted.
