@@ -24,8 +24,11 @@ pub struct Startup {
 }
 
 impl Startup {
-    /// For binary `binary`.
+    /// For binary `binary`. Installs the process's metrics recorder first: a counter declared
+    /// or a metric handle taken before `/metrics` is served (the services build theirs while
+    /// they start) would otherwise go to no recorder, and never be exported.
     pub fn new(binary: &'static str) -> Startup {
+        telemetry::metrics_handle();
         Startup { binary }
     }
 
@@ -113,5 +116,22 @@ impl Startup {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a service records while it starts, before it serves `/metrics`, is exported.
+    #[test]
+    fn metrics_recorded_before_serving_are_exported() {
+        let _start = Startup::new("closeio-test");
+        telemetry::declare_counter("startup_test_declared_total", &[]);
+        let handle = metrics::histogram!("startup_test_batch");
+        handle.record(3.0);
+        let text = telemetry::metrics_handle().render();
+        assert!(text.contains("startup_test_declared_total 0"), "{text}");
+        assert!(text.contains("startup_test_batch_count 1"), "{text}");
     }
 }
