@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::crypto::SecretBox;
 use common::jobs::EntityKind;
-use common::store::{self, Store, StoreError, SyncState};
+use common::store::{self, ConnectorVersion, Store, StoreError, SyncState};
 use harness::TestDb;
 
 fn worker_store(db: &TestDb) -> Store {
@@ -694,10 +694,26 @@ async fn connector_versions_answer_each_id_in_order() {
     let db = TestDb::create().await.expect("db");
     connector(&db).await;
     let s = worker_store(&db);
-    let one = s.connector_version("c1").await.expect("read").expect("c1");
-    let ids = ["c1", "nobody", "c1"].map(str::to_owned);
+    exec(
+        &s,
+        "UPDATE connectors SET settings_version = 3 WHERE id = 'c1';
+         INSERT INTO connectors (id, organization, secret_enc, settings_version, parked_reason)
+         VALUES ('c2', 'org.example', '\\x00'::bytea, 7, 'invalid settings')",
+    )
+    .await;
+    let version = |settings_version: i64, parked: Option<&str>| ConnectorVersion {
+        settings_version,
+        metadata_fetched_at: None,
+        parked_reason: parked.map(str::to_owned),
+    };
+    let (c1, c2) = (version(3, None), version(7, Some("invalid settings")));
+    let ids = ["c2", "nobody", "c1", "c2"].map(str::to_owned);
     let versions = s.connector_versions(&ids).await.expect("read");
-    assert_eq!(versions, vec![Some(one.clone()), None, Some(one)]);
+    assert_eq!(
+        versions,
+        vec![Some(c2.clone()), None, Some(c1.clone()), Some(c2)]
+    );
+    assert_eq!(s.connector_version("c1").await.expect("read"), Some(c1));
     assert_eq!(s.connector_version("nobody").await.expect("read"), None);
     assert!(s.connector_versions(&[]).await.expect("read").is_empty());
     db.drop_db().await;

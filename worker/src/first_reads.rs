@@ -17,7 +17,8 @@ pub type FirstReads = SharedReads<FirstRead, FirstAnswer>;
 
 /// Starts the task that sends the first reads (needs a Tokio runtime).
 pub fn spawn(store: Store) -> FirstReads {
-    SharedReads::spawn("first reads", "worker_first_reads_batch", move |reads| {
+    let batches = metrics::histogram!("worker_first_reads_batch");
+    SharedReads::spawn("first reads", batches, move |reads| {
         let store = store.clone();
         async move { store.first_reads(&reads).await }
     })

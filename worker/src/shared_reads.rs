@@ -13,7 +13,10 @@
 //! (`crate::first_reads`) and the connector versions every job checks (`crate::tenant`).
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 
+use futures::FutureExt;
+use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use common::store::StoreError;
@@ -43,15 +46,15 @@ impl<R, A> Clone for SharedReads<R, A> {
 
 impl<R: Send + 'static, A: Send + 'static> SharedReads<R, A> {
     /// Starts the task that sends the reads (needs a Tokio runtime). `read_all` answers a
-    /// batch of reads, one answer per read in their order; `what` names them in errors and in
-    /// the batch-size histogram `batch_metric`.
-    pub fn spawn<F, Fut>(what: &'static str, batch_metric: &'static str, read_all: F) -> Self
+    /// batch of reads, one answer per read in their order; `what` names them in errors, and
+    /// `batches` records the number of reads in each statement.
+    pub fn spawn<F, Fut>(what: &'static str, batches: Histogram, read_all: F) -> Self
     where
         F: Fn(Vec<R>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<A>, StoreError>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(rx, batch_metric, read_all));
+        tokio::spawn(run(rx, batches, read_all));
         SharedReads { tx, what }
     }
 
@@ -88,11 +91,16 @@ async fn run<R, A, F, Fut>(
                 Err(_) => break,
             }
         }
-        metrics::histogram!(batch_metric).record(asks.len() as f64);
+        batches.record(asks.len() as f64);
         let (reads, answers): (Vec<R>, Vec<_>) =
             asks.into_iter().map(|a| (a.read, a.answer)).unzip();
         let asked = answers.len();
-        match read_all(reads).await {
+        // A panic in one statement fails the jobs that asked, not every later read.
+        let result = AssertUnwindSafe(read_all(reads))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Batch("the shared statement panicked".into())));
+        match result {
             Ok(results) if results.len() == asked => {
                 for (answer, result) in answers.into_iter().zip(results) {
                     let _ = answer.send(Ok(result));
@@ -122,7 +130,7 @@ mod tests {
 
     /// A batch reader that doubles each read and records the size of each batch.
     fn doubling(batches: Arc<Mutex<Vec<usize>>>) -> SharedReads<u32, u64> {
-        SharedReads::spawn("test reads", "test_reads_batch", move |reads: Vec<u32>| {
+        SharedReads::spawn("test reads", Histogram::noop(), move |reads: Vec<u32>| {
             let batches = batches.clone();
             async move {
                 batches.lock().expect("lock").push(reads.len());
@@ -161,7 +169,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_failed_statement_fails_every_read_that_shared_it() {
         let reads: SharedReads<u32, u32> =
-            SharedReads::spawn("test reads", "test_reads_batch", |_reads: Vec<u32>| async {
+            SharedReads::spawn("test reads", Histogram::noop(), |_reads: Vec<u32>| async {
                 Err(StoreError::Batch("the database is away".into()))
             });
         let answers = futures::future::join_all((0..3u32).map(|i| {
@@ -178,10 +186,25 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_statement_answering_the_wrong_number_of_reads_fails_them() {
         let reads: SharedReads<u32, u32> =
-            SharedReads::spawn("test reads", "test_reads_batch", |_reads: Vec<u32>| async {
+            SharedReads::spawn("test reads", Histogram::noop(), |_reads: Vec<u32>| async {
                 Ok(Vec::new())
             });
         let e = reads.read(1).await.expect_err("no answer");
         assert!(e.to_string().contains("0 answers to 1 reads"), "{e}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_statement_that_panics_fails_its_reads_and_the_next_ones_are_served() {
+        let reads: SharedReads<u32, u32> = SharedReads::spawn(
+            "test reads",
+            Histogram::noop(),
+            |reads: Vec<u32>| async move {
+                assert!(!reads.contains(&13), "unlucky");
+                Ok(reads)
+            },
+        );
+        let e = reads.read(13).await.expect_err("panicked");
+        assert!(e.to_string().contains("panicked"), "{e}");
+        assert_eq!(reads.read(7).await.expect("served"), 7);
     }
 }

@@ -43,7 +43,7 @@ impl TenantCache {
     pub fn new(store: Store) -> TenantCache {
         let versions = SharedReads::spawn(
             "connector version checks",
-            "worker_version_checks_batch",
+            metrics::histogram!("worker_version_checks_batch"),
             move |ids: Vec<String>| {
                 let store = store.clone();
                 async move { store.connector_versions(&ids).await }

@@ -121,7 +121,6 @@ impl EndpointGroup {
     }
 }
 
-/// One logical API call.
 /// A request body, borrowed from the caller: a write's body is serialised straight from the
 /// map the mapping built, never cloned into a `Value` first.
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +138,7 @@ impl serde::Serialize for Body<'_> {
     }
 }
 
+/// One logical API call.
 pub(crate) struct Call<'a> {
     pub method: Method,
     pub group: EndpointGroup,
