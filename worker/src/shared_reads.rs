@@ -72,11 +72,8 @@ impl<R: Send + 'static, A: Send + 'static> SharedReads<R, A> {
     }
 }
 
-async fn run<R, A, F, Fut>(
-    mut rx: mpsc::Receiver<Ask<R, A>>,
-    batch_metric: &'static str,
-    read_all: F,
-) where
+async fn run<R, A, F, Fut>(mut rx: mpsc::Receiver<Ask<R, A>>, batches: Histogram, read_all: F)
+where
     F: Fn(Vec<R>) -> Fut,
     Fut: Future<Output = Result<Vec<A>, StoreError>>,
 {
