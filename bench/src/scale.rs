@@ -285,7 +285,8 @@ struct Row {
 }
 
 /// Runs one phase: notifies every account, then every user (as exports if `export`), and
-/// waits until the workers have finished every job ingest published.
+/// waits until the workers have finished every job ingest published. `writebacks`: the
+/// firehose entries the phase is expected to bring (one per entity written to Close).
 async fn phase(
     env: &TestEnv,
     procs: &[Proc],
@@ -293,6 +294,7 @@ async fn phase(
     timeout: Duration,
     max_connections: &mut i64,
     export: bool,
+    writebacks: usize,
 ) -> anyhow::Result<Phase> {
     let http = reqwest::Client::new();
     let cpu_before: Vec<f64> = procs.iter().map(|p| cpu_secs(p.child.id())).collect();
@@ -301,6 +303,7 @@ async fn phase(
     let published_before = published_jobs(&http, procs).await;
     env.close.clear_requests();
     let firehose_before = env.hull.firehose_calls();
+    let entries_before = env.hull.firehose_entries();
     let started = Instant::now();
     let accounts: Vec<String> = env.hull.accounts().into_iter().map(|a| a.id).collect();
     let users: Vec<String> = env.hull.users().into_iter().map(|u| u.id).collect();
@@ -315,28 +318,52 @@ async fn phase(
         }
     }
     let published = published_jobs(&http, procs).await - published_before;
+    // Every scrape of a worker's /metrics costs it about half a millisecond of CPU, counted as
+    // its own: scraped through the whole phase, N workers are charged N times as much for the
+    // same entities (Prometheus scrapes every 15 s or so). So while the phase's write-backs are still arriving at the Hull simulator (in this
+    // process, free to ask), the workers are left alone; they are scraped only to see the
+    // last jobs finish. Write-backs that stop arriving for 10 s end the wait as well.
+    let mut seen = env.hull.firehose_entries();
+    let mut last_progress = Instant::now();
+    let mut last_connections_check = Instant::now();
+    while env.hull.firehose_entries() - entries_before < writebacks
+        && last_progress.elapsed() < Duration::from_secs(10)
+    {
+        if started.elapsed() > timeout {
+            bail!(
+                "timed out: {} of {writebacks} write-backs arrived",
+                seen - entries_before
+            );
+        }
+        if last_connections_check.elapsed() >= Duration::from_secs(1) {
+            *max_connections = (*max_connections).max(max_worker_connections(pg).await?);
+            last_connections_check = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = env.hull.firehose_entries();
+        if now > seen {
+            (seen, last_progress) = (now, Instant::now());
+        }
+    }
+    if seen - entries_before < writebacks {
+        eprintln!(
+            "write-backs stalled at {} of {writebacks} for 10 s; waiting for the jobs to finish",
+            seen - entries_before
+        );
+    }
+    let tail_started = Instant::now();
     loop {
         let done = finished_jobs(&http, procs).await - done_before;
-        // The most connections one worker process holds.
-        let row = pg
-            .query_one(
-                "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM pg_stat_activity
-                 WHERE datname = current_database() AND application_name LIKE 'worker-%'
-                 GROUP BY application_name) per_worker",
-                &[],
-            )
-            .await?;
-        *max_connections = (*max_connections).max(row.get::<_, i64>(0));
+        *max_connections = (*max_connections).max(max_worker_connections(pg).await?);
         if done >= published {
             break;
         }
         if started.elapsed() > timeout {
             bail!("timed out: {done} of {published} jobs finished");
         }
-        // Every scrape of a worker's /metrics costs it about 0.3 ms of CPU, counted as its
-        // own: a long phase is polled once a second (its wall time is then up to a second
-        // late, well under 1 % of it), a short one every 100 ms.
-        let pause = if started.elapsed() < Duration::from_secs(10) {
+        // Polled every 100 ms for 10 s, then once a second (a long phase's wall time is then
+        // up to a second late).
+        let pause = if tail_started.elapsed() < Duration::from_secs(10) {
             Duration::from_millis(100)
         } else {
             Duration::from_secs(1)
@@ -356,6 +383,19 @@ async fn phase(
         postgres_cpu: postgres_cpu(pg).await - pg_before,
         firehose_calls: env.hull.firehose_calls() - firehose_before,
     })
+}
+
+/// The most Postgres connections one worker process holds right now.
+async fn max_worker_connections(pg: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    let row = pg
+        .query_one(
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name LIKE 'worker-%'
+             GROUP BY application_name) per_worker",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Jobs the workers finished for good (written, unchanged, skipped, stale, dead letter).
@@ -503,13 +543,24 @@ async fn run_with(env: &mut TestEnv, args: &ScaleArgs, workers: usize) -> anyhow
     let timeout = Duration::from_secs(args.timeout_secs);
     let mut max_connections = 0;
     eprintln!("N = {workers}: new entities…");
-    let new = phase(env, &procs, &pg, timeout, &mut max_connections, false).await?;
+    // Every new entity is written to Close, and written back to Hull once.
+    let entities = args.accounts * (1 + args.users_per_account);
+    let new = phase(
+        env,
+        &procs,
+        &pg,
+        timeout,
+        &mut max_connections,
+        false,
+        entities,
+    )
+    .await?;
     write_trace(&format!("{workers}-new"), &new.requests)?;
     eprintln!("N = {workers}: unchanged…");
-    let unchanged = phase(env, &procs, &pg, timeout, &mut max_connections, false).await?;
+    let unchanged = phase(env, &procs, &pg, timeout, &mut max_connections, false, 0).await?;
     write_trace(&format!("{workers}-unchanged"), &unchanged.requests)?;
     eprintln!("N = {workers}: re-sent unchanged…");
-    let resent = phase(env, &procs, &pg, timeout, &mut max_connections, true).await?;
+    let resent = phase(env, &procs, &pg, timeout, &mut max_connections, true, 0).await?;
     write_trace(&format!("{workers}-resent"), &resent.requests)?;
     let peak_rss = procs
         .iter()

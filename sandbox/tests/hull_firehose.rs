@@ -27,6 +27,8 @@ async fn good_token_is_applied_and_logged() {
     assert_eq!(user.anonymous_ids, vec!["closeio:cont_1".to_string()]);
     let log = sim.firehose_log();
     assert_eq!(log.len(), 1);
+    assert_eq!(sim.firehose_entries(), 1);
+    assert_eq!(sim.firehose_calls(), 1);
     assert!(log[0].accepted);
     assert_eq!(log[0].claims["io.hull.asUser"]["email"], "gob@bluth.com");
     sim.shutdown().await;
@@ -73,6 +75,8 @@ async fn bad_tokens_reject_the_whole_batch() {
     assert!(sim.users().is_empty(), "nothing applied");
     let log = sim.firehose_log();
     assert_eq!(log.len(), 6);
+    // Refused entries are counted as received too: three calls of two entries.
+    assert_eq!((sim.firehose_entries(), sim.firehose_calls()), (6, 3));
     assert!(log
         .iter()
         .all(|r| !r.accepted && r.status == 401 && r.reason.is_some()));

@@ -427,6 +427,11 @@ impl HullSim {
         self.inner.store.lock().firehose_log.clone()
     }
 
+    /// Firehose entries received so far (`firehose_log().len()`, without copying the log).
+    pub fn firehose_entries(&self) -> usize {
+        self.inner.store.lock().firehose_log.len()
+    }
+
     /// Firehose calls received so far (each carries a batch of entries).
     pub fn firehose_calls(&self) -> u64 {
         self.inner.store.lock().firehose_calls
