@@ -708,8 +708,8 @@ fn nested_contacts(
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let first_email = |v: &Value| {
-        v.get("emails")
+    let first_email = |emails: Option<&Value>| {
+        emails
             .and_then(Value::as_array)
             .and_then(|a| a.first())
             .and_then(|e| e.get("email"))
@@ -717,12 +717,11 @@ fn nested_contacts(
             .map(str::to_lowercase)
     };
     for (i, pending) in sent.iter().enumerate() {
-        let sent_body = Value::Object(pending.body.clone());
         // By email when it has one, else by its place in the answer and its name.
-        let contact = match first_email(&sent_body) {
+        let contact = match first_email(pending.body.get("emails")) {
             Some(email) => answered
                 .iter()
-                .find(|c| first_email(c).as_deref() == Some(email.as_str())),
+                .find(|c| first_email(c.get("emails")).as_deref() == Some(email.as_str())),
             None => answered
                 .get(i)
                 .filter(|c| c.get("name") == pending.body.get("name")),
