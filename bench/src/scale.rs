@@ -320,9 +320,10 @@ async fn phase(
     let published = published_jobs(&http, procs).await - published_before;
     // Every scrape of a worker's /metrics costs it about half a millisecond of CPU, counted as
     // its own: scraped through the whole phase, N workers are charged N times as much for the
-    // same entities (Prometheus scrapes every 15 s or so). So while the phase's write-backs are still arriving at the Hull simulator (in this
-    // process, free to ask), the workers are left alone; they are scraped only to see the
-    // last jobs finish. Write-backs that stop arriving for 10 s end the wait as well.
+    // same entities (Prometheus scrapes every 15 s or so). So while the phase's write-backs
+    // are still arriving at the Hull simulator (in this process, free to ask), the workers
+    // are left alone; they are scraped only to see the last jobs finish. Write-backs that
+    // stop arriving for 10 s end the wait as well.
     let mut seen = env.hull.firehose_entries();
     let mut last_progress = Instant::now();
     let mut last_connections_check = Instant::now();
